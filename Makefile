@@ -1,0 +1,50 @@
+# The two commands: `make run` starts the service, `make test` runs lint and the tests.
+# Both prepare the machine first: the venv, PostgreSQL and RabbitMQ, a Docker engine,
+# the sandbox image, and the database schema.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
+
+.PHONY: run test lint format prepare venv services docker image migrate clean
+
+run: prepare
+	@scripts/run.sh
+
+test: venv services docker image lint
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+prepare: venv services docker image migrate
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+services:
+	@scripts/ensure-services.sh
+
+docker:
+	@scripts/ensure-docker.sh
+
+image: docker
+	@scripts/build-sandbox-image.sh
+
+migrate: venv services
+	$(BIN)/taskservice migrate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL and RabbitMQ answer at DATABASE_URL and AMQP_URL, and that
+# the database exists.
+#
+# Local services (127.0.0.1 / localhost) that are down get started, and installed
+# from Debian first when missing. Remote services are only checked. Nothing that
+# already runs is stopped or restarted, so a second run is a quick no-op.
+set -euo pipefail
+
+me=ensure-services
+log() { printf '%s: %s\n' "$me" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
+
+database_url=${DATABASE_URL:-postgresql://127.0.0.1:5432/taskservice}
+amqp_url=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}
+wait_secs=${SERVICES_WAIT:-60}
+
+command -v python3 >/dev/null || die "python3 is required to parse the service URLs; install it"
+
+# Prints: host port user dbname (an empty field as "-").
+parse_url() {
+  python3 - "$1" "$2" <<'EOF'
+import sys
+from urllib.parse import urlsplit, unquote
+url, default_port = sys.argv[1], int(sys.argv[2])
+try:
+    u = urlsplit(url)
+    port = u.port or default_port
+except ValueError as exc:
+    sys.exit(f"bad URL {url!r}: {exc}")
+fields = [u.hostname or "", str(port), unquote(u.username or ""), unquote(u.path.lstrip("/"))]
+print(" ".join(f or "-" for f in fields))
+EOF
+}
+
+is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 || $1 == - ]]; }
+can_connect() { timeout 3 bash -c ">/dev/tcp/$1/$2" 2>/dev/null; }
+
+wait_for_port() { # name host port
+  local deadline=$((SECONDS + wait_secs))
+  until can_connect "$2" "$3"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 1
+  done
+  log "$1 answers at $2:$3"
+}
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+has_systemd() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; }
+
+apt_updated=
+apt_install() {
+  is_root && command -v apt-get >/dev/null || die "$* is not installed; install it (Debian: sudo apt-get install $*) or run: sudo $0"
+  export DEBIAN_FRONTEND=noninteractive
+  if [[ -z $apt_updated ]]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing Debian's $*"
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- PostgreSQL -------------------------------------------------------------
+
+read -r pg_host pg_port pg_user pg_db <<<"$(parse_url "$database_url" 5432)"
+[[ $pg_host == - ]] && pg_host=127.0.0.1
+[[ $pg_user == - ]] && pg_user=${PGUSER:-$(id -un)}
+[[ $pg_db == - ]] && pg_db=$pg_user
+
+start_postgres() {
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  # The package may have started a cluster on its own.
+  can_connect "$pg_host" "$pg_port" && return 0
+  is_root || die "PostgreSQL is not running at $pg_host:$pg_port and only root can start it; run: sudo $0"
+
+  local version cluster
+  # Pick the cluster configured for this port, so we never start an unrelated one.
+  read -r version cluster < <(pg_lsclusters -h | awk -v p="$pg_port" '$3 == p { print $1, $2; exit }') || true
+  if [[ -z ${version:-} ]]; then
+    if [[ -n $(pg_lsclusters -h) ]]; then
+      die "no PostgreSQL cluster is configured for port $pg_port (see pg_lsclusters); fix DATABASE_URL or the cluster's port"
+    fi
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+    cluster=main
+    log "creating PostgreSQL $version cluster '$cluster' on port $pg_port"
+    pg_createcluster --port "$pg_port" "$version" "$cluster" >/dev/null
+  fi
+  log "starting PostgreSQL $version/$cluster"
+  if has_systemd; then
+    systemctl start "postgresql@$version-$cluster" || die "could not start PostgreSQL; see: journalctl -u postgresql@$version-$cluster"
+  else
+    pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start ||
+      die "could not start PostgreSQL; see /var/log/postgresql/postgresql-$version-$cluster.log"
+  fi
+}
+
+# psql as the URL's user against the maintenance database; SQL comes on stdin so
+# that psql variables quote identifiers and literals for us.
+psql_as_url_user() {
+  local admin_url
+  admin_url=$(python3 -c 'import sys; from urllib.parse import urlsplit; u = urlsplit(sys.argv[1]); print(u._replace(path="/postgres").geturl())' "$database_url")
+  psql "$admin_url" -X -q -At -v ON_ERROR_STOP=1 -v db="$pg_db" -v usr="$pg_user" "$@"
+}
+
+# Fallback when the URL's user cannot connect (a fresh install has only the
+# 'postgres' role and password auth over TCP): the superuser over the local socket.
+psql_as_superuser() {
+  runuser -u postgres -- psql -p "$pg_port" -d postgres -X -q -At -v ON_ERROR_STOP=1 -v db="$pg_db" -v usr="$pg_user" "$@"
+}
+
+ensure_database() {
+  command -v psql >/dev/null || apt_install postgresql-client
+  local runner exists
+  if psql_as_url_user <<<'select 1' >/dev/null 2>&1; then
+    runner=psql_as_url_user
+  elif is_root && [[ -S /var/run/postgresql/.s.PGSQL.$pg_port ]]; then
+    runner=psql_as_superuser
+    if [[ -z $(psql_as_superuser <<<"select 1 from pg_roles where rolname = :'usr'") ]]; then
+      log "creating PostgreSQL role '$pg_user'"
+      psql_as_superuser <<<'create role :"usr" login createdb' >/dev/null
+    fi
+  else
+    die "cannot connect to PostgreSQL at $pg_host:$pg_port as '$pg_user'; check the user/password in DATABASE_URL and pg_hba.conf, or run: sudo $0"
+  fi
+
+  exists=$($runner <<<"select 1 from pg_database where datname = :'db'")
+  if [[ -z $exists ]]; then
+    log "creating database '$pg_db'"
+    $runner <<<'create database :"db" owner :"usr"' >/dev/null
+  fi
+
+  psql "$database_url" -X -q -At -c 'select 1' >/dev/null 2>&1 ||
+    die "database '$pg_db' exists but '$pg_user' cannot log in over TCP; allow it in pg_hba.conf (e.g. 'host all all 127.0.0.1/32 trust' for development) or put a password in DATABASE_URL"
+}
+
+if can_connect "$pg_host" "$pg_port"; then
+  log "PostgreSQL answers at $pg_host:$pg_port"
+elif is_local "$pg_host"; then
+  start_postgres
+  wait_for_port PostgreSQL "$pg_host" "$pg_port" ||
+    die "PostgreSQL does not answer at $pg_host:$pg_port after ${wait_secs}s; see /var/log/postgresql/"
+else
+  die "PostgreSQL does not answer at $pg_host:$pg_port; start it or fix DATABASE_URL"
+fi
+# Only a local server is ours to provision; a remote database is its owner's job.
+if is_local "$pg_host"; then
+  ensure_database
+fi
+
+# --- RabbitMQ ---------------------------------------------------------------
+
+read -r mq_host mq_port _ _ <<<"$(parse_url "$amqp_url" 5672)"
+[[ $mq_host == - ]] && mq_host=127.0.0.1
+
+start_rabbitmq() {
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  can_connect "$mq_host" "$mq_port" && return 0
+  is_root || die "RabbitMQ is not running at $mq_host:$mq_port and only root can start it; run: sudo $0"
+  # A node that is still booting has no listener yet; a second node would clash with it.
+  if pgrep -u rabbitmq beam.smp >/dev/null; then
+    log "a RabbitMQ node is already running; waiting for its listener"
+    return 0
+  fi
+  log "starting RabbitMQ (can take 10-20 s)"
+  if has_systemd; then
+    systemctl start rabbitmq-server || die "could not start RabbitMQ; see: journalctl -u rabbitmq-server"
+  else
+    rabbitmq-server -detached || die "could not start RabbitMQ; see /var/log/rabbitmq/"
+  fi
+}
+
+if can_connect "$mq_host" "$mq_port"; then
+  log "RabbitMQ answers at $mq_host:$mq_port"
+elif is_local "$mq_host"; then
+  start_rabbitmq
+  wait_for_port RabbitMQ "$mq_host" "$mq_port" ||
+    die "RabbitMQ does not answer at $mq_host:$mq_port after ${wait_secs}s; see /var/log/rabbitmq/"
+else
+  die "RabbitMQ does not answer at $mq_host:$mq_port; start it or fix AMQP_URL"
+fi

@@ -1,0 +1,137 @@
+"""The WSGI application: ``create_app`` only wires; ``get_app`` builds the real collaborators."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import falcon
+
+from taskservice import errors
+from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
+from taskservice.clock import Clock, IdGenerator, new_id, utc_now
+from taskservice.config import Config, load_config
+from taskservice.resources.accounts import LoginResource, RegisterResource
+from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
+from taskservice.resources.health import HealthResource
+from taskservice.resources.languages import LanguagesResource
+from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
+from taskservice.services import Accounts, TaskSubmissions
+from taskservice.store.db import Database
+from taskservice.store.tasks import TaskStore
+from taskservice.store.users import UserStore
+from taskservice.validation import TaskLimits
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    db: object  # anything with a transaction() context manager yielding a cursor
+    publisher: object  # anything with publish(task_id)
+    hasher: PasswordHasher
+    clock: Clock = utc_now
+    new_id: IdGenerator = new_id
+
+
+class BodyLimitMiddleware:
+    """Refuses a body larger than the resource accepts before anything reads it."""
+
+    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        limit = getattr(resource, "max_body_bytes", DEFAULT_BODY_LIMIT)
+        if req.content_length is not None and req.content_length > limit:
+            raise errors.PayloadTooLarge(f"The request body is over {limit} bytes.")
+
+
+def _domain_error_handler(req, resp, exc, params):
+    if isinstance(exc, errors.UsernameTaken):
+        raise errors.Conflict("This username is taken.")
+    if isinstance(exc, errors.InvalidCredentials):
+        raise errors.Unauthorized("Unknown username or wrong password.")
+    if isinstance(exc, errors.TaskNotFound):
+        raise errors.NotFound("No task with this id belongs to you.")
+    if isinstance(exc, errors.ServiceUnavailable):
+        log.warning("%s %s: %s", req.method, req.path, exc)
+        raise errors.Unavailable(f"{exc} Try again shortly.")
+    raise exc
+
+
+def _unexpected_error_handler(req, resp, exc, params):
+    if isinstance(exc, falcon.HTTPError):
+        raise exc
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    raise errors.InternalError()
+
+
+def create_app(
+    config: Config, collaborators: Collaborators, docs_root: Path = PROJECT_ROOT
+) -> falcon.App:
+    tokens = TokenService(config.jwt_secret, config.jwt_ttl_seconds, collaborators.clock)
+    accounts = Accounts(
+        UserStore(collaborators.db),
+        collaborators.hasher,
+        tokens,
+        collaborators.clock,
+        collaborators.new_id,
+    )
+    submissions = TaskSubmissions(
+        TaskStore(collaborators.db),
+        collaborators.publisher,
+        collaborators.clock,
+        collaborators.new_id,
+    )
+    limits = TaskLimits(
+        languages=frozenset(config.languages),
+        timeout_default=config.task_timeout_default,
+        timeout_max=config.task_timeout_max,
+        memory_default_mb=config.task_memory_mb,
+        memory_max_mb=config.task_memory_max_mb,
+        max_code_bytes=config.max_code_bytes,
+        max_stdin_bytes=config.max_stdin_bytes,
+    )
+
+    app = falcon.App(middleware=[BodyLimitMiddleware(), AuthMiddleware(tokens)])
+    app.req_options.strip_url_path_trailing_slash = False
+    # JSON only: Falcon would otherwise also parse form bodies into media.
+    app.req_options.media_handlers = falcon.media.Handlers(
+        {falcon.MEDIA_JSON: falcon.media.JSONHandler()}
+    )
+    app.set_error_serializer(errors.serialize_error)
+    app.add_error_handler(Exception, _unexpected_error_handler)
+    app.add_error_handler(errors.DomainError, _domain_error_handler)
+
+    openapi = OpenApiResource(docs_root / "openapi.yaml")
+    swagger = SwaggerUiResource(docs_root / "static" / "swagger")
+
+    # The route table: every URL the service answers, in one place.
+    app.add_route("/", HealthResource())
+    app.add_route("/register", RegisterResource(accounts))
+    app.add_route("/login", LoginResource(accounts))
+    app.add_route("/task", TasksResource(submissions, limits))
+    app.add_route("/status/{task_id:uuid}", TaskStatusResource(submissions))
+    app.add_route("/result/{task_id:uuid}", TaskResultResource(submissions))
+    app.add_route("/languages", LanguagesResource(config))
+    app.add_route("/openapi.yaml", openapi)
+    app.add_route("/openapi.json", openapi, suffix="json")
+    app.add_route("/swagger", swagger, suffix="redirect")
+    app.add_route("/swagger/", swagger)
+    app.add_route("/swagger/{filename}", swagger)
+    return app
+
+
+def get_app(config: Config | None = None) -> falcon.App:
+    """The real application, for gunicorn. Connections open lazily, after the fork."""
+    from taskservice.queue import Publisher  # the HTTP layer itself never touches pika
+
+    config = config or load_config()
+    config.check_api()
+    collaborators = Collaborators(
+        db=Database(config.database_url, size=config.db_pool_size),
+        publisher=Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds),
+        hasher=PasswordHasher(config.bcrypt_rounds),
+    )
+    return create_app(config, collaborators)

@@ -1,0 +1,106 @@
+"""Passwords (bcrypt), tokens (HS256 JWT) and the middleware that puts the caller on the request."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import bcrypt
+import falcon
+import jwt
+
+from taskservice.clock import Clock
+from taskservice.errors import Unauthorized
+
+# bcrypt only looks at the first 72 bytes of a password; longer ones are refused (see accounts)
+# so that two passwords sharing a 72-byte prefix never match each other.
+BCRYPT_MAX_PASSWORD_BYTES = 72
+JWT_ALGORITHM = "HS256"
+CLOCK_SKEW_SECONDS = 60
+
+
+class PasswordHasher:
+    def __init__(self, rounds: int = 12):
+        self._rounds = rounds
+        # Checked against when the user does not exist, so that an unknown username costs the
+        # same time as a wrong password and the two cannot be told apart.
+        self._dummy_hash = self.hash("not-a-real-password")
+
+    def hash(self, password: str) -> str:
+        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(self._rounds)).decode()
+
+    def verify(self, password: str, password_hash: str | None) -> bool:
+        candidate = (password_hash or self._dummy_hash).encode()
+        matched = bcrypt.checkpw(password.encode(), candidate)
+        return matched and password_hash is not None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+class TokenService:
+    """Issues and verifies expiring HS256 tokens; ``sub`` is the user's id."""
+
+    def __init__(self, secret: str, ttl_seconds: int, clock: Clock):
+        self._secret = secret
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def issue(self, user_id: uuid.UUID) -> IssuedToken:
+        now = int(self._clock().timestamp())
+        claims = {"sub": str(user_id), "iat": now, "exp": now + self._ttl}
+        return IssuedToken(jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM), self._ttl)
+
+    def verify(self, token: str) -> uuid.UUID:
+        """Return the user id in a valid token, or raise ``Unauthorized``."""
+        try:
+            # The algorithm is pinned: a token claiming "none" or any other algorithm fails here.
+            # Times are checked below against the injected clock rather than PyJWT's own.
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[JWT_ALGORITHM],
+                options={
+                    "require": ["sub", "iat", "exp"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"The bearer token is invalid: {exc}.") from None
+        exp, iat = claims["exp"], claims["iat"]
+        now = self._clock().timestamp()
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+            raise Unauthorized("The bearer token's times are not numbers.")
+        if exp <= now:
+            raise Unauthorized("The bearer token has expired; log in again.")
+        if iat > now + CLOCK_SKEW_SECONDS:
+            raise Unauthorized("The bearer token was issued in the future.")
+        try:
+            return uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise Unauthorized("The bearer token names no valid user.") from None
+
+
+class AuthMiddleware:
+    """Resources that set ``auth_required = True`` get ``req.context.user_id`` or a 401."""
+
+    def __init__(self, tokens: TokenService):
+        self._tokens = tokens
+
+    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        if not getattr(resource, "auth_required", False):
+            return
+        if not hasattr(resource, f"on_{req.method.lower()}"):
+            return  # Falcon answers 405 for a method the resource lacks, token or not
+        header = req.get_header("Authorization")
+        if not header:
+            raise Unauthorized("This endpoint needs an 'Authorization: Bearer <token>' header.")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
+        req.context.user_id = self._tokens.verify(token.strip())

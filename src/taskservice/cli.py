@@ -1,0 +1,55 @@
+"""`taskservice migrate | api | worker`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from taskservice.config import ConfigError, load_config
+
+
+def _migrate(config) -> None:
+    from taskservice.store.migrate import migrate
+
+    applied = migrate(config.database_url)
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+def _api(config) -> None:
+    from gunicorn.app.wsgiapp import WSGIApplication
+
+    config.check_api()
+    sys.argv = ["gunicorn", "--config", "python:taskservice.gunicorn_conf", "taskservice.wsgi:app"]
+    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
+
+
+def _worker(config) -> None:
+    from taskservice.worker.main import run_worker
+
+    run_worker(config)
+
+
+COMMANDS = {"migrate": _migrate, "api": _api, "worker": _worker}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskservice", description=__doc__)
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+    )
+    try:
+        config = load_config()
+        COMMANDS[args.command](config)
+    except ConfigError as exc:
+        print(f"taskservice: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

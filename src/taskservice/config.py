@@ -1,0 +1,173 @@
+"""Configuration: one frozen dataclass, built once from the environment at start-up.
+
+No other module reads ``os.environ``; everything that needs a setting receives the ``Config``
+(or the part of it it needs) from its caller.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+MIN_JWT_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Language:
+    """How to run one language: the image, the interpreter command and the file the code goes in.
+
+    ``command`` is the interpreter's argv; the path of the code file is appended to it.
+    """
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    filename: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str = "postgresql://127.0.0.1:5432/taskservice"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    queue_name: str = "taskservice.tasks"
+    jwt_secret: str = ""
+    jwt_ttl_seconds: int = 3600
+    bcrypt_rounds: int = 12
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_workers: int = 2
+    worker_concurrency: int = 2
+    docker_host: str = "unix:///var/run/docker.sock"
+    sandbox_image: str = "taskservice/sandbox-python:3"
+    sandbox_runtime: str = ""
+    task_timeout_default: int = 10
+    task_timeout_max: int = 60
+    task_memory_mb: int = 256
+    task_memory_max_mb: int = 1024
+    task_cpus: float = 1.0
+    task_pids: int = 64
+    task_tmp_mb: int = 16
+    max_code_bytes: int = 64 * 1024
+    max_stdin_bytes: int = 1024 * 1024
+    max_output_bytes: int = 1024 * 1024
+    max_attempts: int = 3
+    db_pool_size: int = 4
+    broker_timeout_seconds: float = 5.0
+    languages: Mapping[str, Language] = field(default_factory=dict)
+
+    def check_api(self) -> None:
+        """Settings only the API needs; the worker can run without a JWT secret."""
+        if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(
+                f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes "
+                "(generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+
+
+def _parse(env: Mapping[str, str], name: str, convert: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return convert(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {convert.__name__}") from None
+
+
+def _in_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name}={value} must be {bound}")
+
+
+def default_languages(sandbox_image: str) -> dict[str, Language]:
+    """The language table. Adding a language is one entry here plus an image that has it."""
+    return {
+        "python": Language(
+            name="python",
+            image=sandbox_image,
+            command=("python3", "-u"),
+            filename="main.py",
+            version="3",
+        ),
+        "bash": Language(
+            name="bash",
+            image=sandbox_image,
+            command=("bash",),
+            filename="main.sh",
+            version="5",
+        ),
+    }
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
+    defaults = Config()
+    values = {
+        "database_url": _parse(env, "DATABASE_URL", str, defaults.database_url),
+        "amqp_url": _parse(env, "AMQP_URL", str, defaults.amqp_url),
+        "queue_name": _parse(env, "QUEUE_NAME", str, defaults.queue_name),
+        "jwt_secret": env.get("JWT_SECRET", ""),
+        "jwt_ttl_seconds": _parse(env, "JWT_TTL_SECONDS", int, defaults.jwt_ttl_seconds),
+        "bcrypt_rounds": _parse(env, "BCRYPT_ROUNDS", int, defaults.bcrypt_rounds),
+        "host": _parse(env, "HOST", str, defaults.host),
+        "port": _parse(env, "PORT", int, defaults.port),
+        "api_workers": _parse(env, "API_WORKERS", int, defaults.api_workers),
+        "worker_concurrency": _parse(env, "WORKER_CONCURRENCY", int, defaults.worker_concurrency),
+        "docker_host": _parse(env, "DOCKER_HOST", str, defaults.docker_host),
+        "sandbox_image": _parse(env, "SANDBOX_IMAGE", str, defaults.sandbox_image),
+        "sandbox_runtime": _parse(env, "SANDBOX_RUNTIME", str, defaults.sandbox_runtime),
+        "task_timeout_default": _parse(
+            env, "TASK_TIMEOUT_DEFAULT", int, defaults.task_timeout_default
+        ),
+        "task_timeout_max": _parse(env, "TASK_TIMEOUT_MAX", int, defaults.task_timeout_max),
+        "task_memory_mb": _parse(env, "TASK_MEMORY_MB", int, defaults.task_memory_mb),
+        "task_memory_max_mb": _parse(env, "TASK_MEMORY_MAX_MB", int, defaults.task_memory_max_mb),
+        "task_cpus": _parse(env, "TASK_CPUS", float, defaults.task_cpus),
+        "task_pids": _parse(env, "TASK_PIDS", int, defaults.task_pids),
+        "task_tmp_mb": _parse(env, "TASK_TMP_MB", int, defaults.task_tmp_mb),
+        "max_code_bytes": _parse(env, "MAX_CODE_BYTES", int, defaults.max_code_bytes),
+        "max_stdin_bytes": _parse(env, "MAX_STDIN_BYTES", int, defaults.max_stdin_bytes),
+        "max_output_bytes": _parse(env, "MAX_OUTPUT_BYTES", int, defaults.max_output_bytes),
+        "max_attempts": _parse(env, "MAX_ATTEMPTS", int, defaults.max_attempts),
+        "db_pool_size": _parse(env, "DB_POOL_SIZE", int, defaults.db_pool_size),
+        "broker_timeout_seconds": _parse(
+            env, "BROKER_TIMEOUT_SECONDS", float, defaults.broker_timeout_seconds
+        ),
+    }
+    _in_range("JWT_TTL_SECONDS", values["jwt_ttl_seconds"], 1)
+    _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
+    _in_range("PORT", values["port"], 1, 65535)
+    _in_range("API_WORKERS", values["api_workers"], 1, 64)
+    _in_range("WORKER_CONCURRENCY", values["worker_concurrency"], 1, 256)
+    _in_range("TASK_TIMEOUT_MAX", values["task_timeout_max"], 1, 24 * 3600)
+    _in_range("TASK_TIMEOUT_DEFAULT", values["task_timeout_default"], 1, values["task_timeout_max"])
+    _in_range("TASK_MEMORY_MAX_MB", values["task_memory_max_mb"], 16)
+    _in_range("TASK_MEMORY_MB", values["task_memory_mb"], 16, values["task_memory_max_mb"])
+    _in_range("TASK_CPUS", values["task_cpus"], 0.01, 64)
+    _in_range("TASK_PIDS", values["task_pids"], 8, 100_000)
+    _in_range("TASK_TMP_MB", values["task_tmp_mb"], 1, 4096)
+    _in_range("MAX_CODE_BYTES", values["max_code_bytes"], 1, 16 * 1024 * 1024)
+    _in_range("MAX_STDIN_BYTES", values["max_stdin_bytes"], 0, 16 * 1024 * 1024)
+    _in_range("MAX_OUTPUT_BYTES", values["max_output_bytes"], 1024, 256 * 1024 * 1024)
+    _in_range("MAX_ATTEMPTS", values["max_attempts"], 1, 100)
+    _in_range("DB_POOL_SIZE", values["db_pool_size"], 1, 100)
+    _in_range("BROKER_TIMEOUT_SECONDS", values["broker_timeout_seconds"], 0.1, 120)
+    for name, url_var, schemes in (
+        ("database_url", "DATABASE_URL", ("postgresql://", "postgres://")),
+        ("amqp_url", "AMQP_URL", ("amqp://", "amqps://")),
+    ):
+        if not values[name].startswith(schemes):
+            raise ConfigError(f"{url_var} must start with {' or '.join(schemes)}")
+    values["languages"] = default_languages(values["sandbox_image"])
+    return Config(**values)

@@ -1,0 +1,18 @@
+"""gunicorn settings, read from the same Config as everything else."""
+
+from taskservice.config import load_config
+
+_config = load_config()
+
+bind = f"{_config.host}:{_config.port}"
+workers = _config.api_workers
+worker_class = "gthread"
+threads = 4
+# A request in flight gets this long to finish after SIGTERM.
+graceful_timeout = 30
+timeout = 60
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+# Nothing is opened before the fork: each worker builds its own pool and publisher.
+preload_app = False

@@ -1,0 +1,1 @@
+"""HTTP resources, one module per group. They never import pika or docker."""

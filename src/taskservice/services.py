@@ -1,0 +1,75 @@
+"""Use cases behind the HTTP resources: accounts and task submission."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from taskservice.auth import IssuedToken, PasswordHasher, TokenService
+from taskservice.clock import Clock, IdGenerator
+from taskservice.errors import BrokerUnavailable, InvalidCredentials
+from taskservice.model import Task, TaskRequest, TaskResult
+from taskservice.store.tasks import TaskStore
+from taskservice.store.users import User, UserStore
+
+log = logging.getLogger(__name__)
+
+
+class Accounts:
+    def __init__(
+        self,
+        users: UserStore,
+        hasher: PasswordHasher,
+        tokens: TokenService,
+        clock: Clock,
+        new_id: IdGenerator,
+    ):
+        self._users = users
+        self._hasher = hasher
+        self._tokens = tokens
+        self._clock = clock
+        self._new_id = new_id
+
+    def register(self, username: str, password: str) -> User:
+        password_hash = self._hasher.hash(password)
+        return self._users.create(self._new_id(), username, password_hash, self._clock())
+
+    def login(self, username: str, password: str) -> IssuedToken:
+        user = self._users.find_by_username(username)
+        # Always run bcrypt, against a dummy hash when there is no such user, so both failures
+        # take the same time and give the same answer.
+        if not self._hasher.verify(password, user.password_hash if user else None):
+            raise InvalidCredentials()
+        assert user is not None
+        return self._tokens.issue(user.id)
+
+
+class TaskSubmissions:
+    def __init__(self, tasks: TaskStore, publisher, clock: Clock, new_id: IdGenerator):
+        self._tasks = tasks
+        self._publisher = publisher
+        self._clock = clock
+        self._new_id = new_id
+
+    def submit(self, user_id: uuid.UUID, request: TaskRequest) -> Task:
+        # Stored first, published second: a worker that gets the message always finds the task.
+        task = self._tasks.create(self._new_id(), user_id, request, self._clock())
+        try:
+            self._publisher.publish(task.id)
+        except BrokerUnavailable:
+            # The client gets a 503 and never learns this id, and no message for it exists, so
+            # the task is ended as `error` now rather than left `queued` forever. Should the
+            # broker have kept the message after all, the worker finds a final task and skips it.
+            self._tasks.fail_unqueued(
+                task.id,
+                "The message broker was unavailable, so the task was never queued; nothing ran.",
+                self._clock(),
+            )
+            raise
+        return task
+
+    def status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> Task | None:
+        return self._tasks.get_for_owner(task_id, user_id)
+
+    def result(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskResult | None:
+        return self._tasks.result_for_owner(task_id, user_id)

@@ -1,0 +1,1 @@
+"""PostgreSQL access. All SQL of the service lives in this package."""

@@ -1,0 +1,44 @@
+"""Accounts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg2.errors
+
+from taskservice.errors import UsernameTaken
+
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    username: str
+    password_hash: str
+
+
+class UserStore:
+    def __init__(self, db):
+        self._db = db
+
+    def create(self, user_id: uuid.UUID, username: str, password_hash: str, now: datetime) -> User:
+        try:
+            with self._db.transaction() as cursor:
+                cursor.execute(
+                    "INSERT INTO users (id, username, password_hash, created_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (user_id, username, password_hash, now),
+                )
+        except psycopg2.errors.UniqueViolation:
+            raise UsernameTaken(username) from None
+        return User(user_id, username, password_hash)
+
+    def find_by_username(self, username: str) -> User | None:
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "SELECT id, username, password_hash FROM users WHERE lower(username) = lower(%s)",
+                (username,),
+            )
+            row = cursor.fetchone()
+        return User(**row) if row else None

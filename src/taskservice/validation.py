@@ -1,0 +1,113 @@
+"""Checks on client input. Pure functions: each returns clean values or raises a 4xx error."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskservice.auth import BCRYPT_MAX_PASSWORD_BYTES
+from taskservice.errors import InvalidRequest, PayloadTooLarge
+from taskservice.model import TaskRequest
+
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
+MIN_PASSWORD_CHARS = 8
+
+
+@dataclass(frozen=True)
+class TaskLimits:
+    languages: frozenset[str]
+    timeout_default: int
+    timeout_max: int
+    memory_default_mb: int
+    memory_max_mb: int
+    max_code_bytes: int
+    max_stdin_bytes: int
+    memory_min_mb: int = 16
+
+
+def require_object(media: Any, allowed: set[str], required: set[str]) -> Mapping[str, Any]:
+    if not isinstance(media, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    unknown = sorted(set(media) - allowed)
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}."
+        )
+    missing = sorted(required - set(media))
+    if missing:
+        raise InvalidRequest(f"Missing required field(s): {', '.join(missing)}.")
+    return media
+
+
+def _string(media: Mapping[str, Any], name: str) -> str:
+    value = media[name]
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be a string.")
+    return value
+
+
+def _utf8(value: str, name: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON allows lone surrogates such as "\ud800"; they are not text and cannot be stored.
+        raise InvalidRequest(
+            f"'{name}' is not valid Unicode (it holds a lone surrogate)."
+        ) from None
+
+
+def _integer(media: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = media.get(name, default)
+    # bool is an int in Python, but `true` is not a number of seconds.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"'{name}' must be an integer between {low} and {high}.")
+    if not low <= value <= high:
+        raise InvalidRequest(f"'{name}' must be between {low} and {high}; got {value}.")
+    return value
+
+
+def credentials(media: Any) -> tuple[str, str]:
+    """A username and password, well formed (used by both /register and /login)."""
+    body = require_object(media, {"username", "password"}, {"username", "password"})
+    username = _string(body, "username")
+    password = _string(body, "password")
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise InvalidRequest(
+            "'username' must be 3 to 64 characters of ASCII letters, digits, '_', '.' or '-'."
+        )
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise InvalidRequest(f"'password' must be at least {MIN_PASSWORD_CHARS} characters.")
+    if len(_utf8(password, "password")) > BCRYPT_MAX_PASSWORD_BYTES:
+        raise InvalidRequest(
+            f"'password' must be at most {BCRYPT_MAX_PASSWORD_BYTES} bytes in UTF-8"
+            " (longer passwords are refused, never silently truncated)."
+        )
+    return username, password
+
+
+def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
+    body = require_object(media, {"code", "language", "stdin", "timeout", "memory_mb"}, {"code"})
+    language = body.get("language", "python")
+    if not isinstance(language, str) or language not in limits.languages:
+        raise InvalidRequest(f"'language' must be one of: {', '.join(sorted(limits.languages))}.")
+    code = _utf8(_string(body, "code"), "code")
+    if not code.strip():
+        raise InvalidRequest("'code' must not be empty.")
+    if len(code) > limits.max_code_bytes:
+        raise PayloadTooLarge(
+            f"'code' is {len(code)} bytes; the limit is {limits.max_code_bytes} bytes."
+        )
+    stdin = _utf8(_string(body, "stdin"), "stdin") if "stdin" in body else b""
+    if len(stdin) > limits.max_stdin_bytes:
+        raise PayloadTooLarge(
+            f"'stdin' is {len(stdin)} bytes; the limit is {limits.max_stdin_bytes} bytes."
+        )
+    timeout = _integer(body, "timeout", limits.timeout_default, 1, limits.timeout_max)
+    memory_mb = _integer(
+        body, "memory_mb", limits.memory_default_mb, limits.memory_min_mb, limits.memory_max_mb
+    )
+    return TaskRequest(
+        language=language, code=code, stdin=stdin, timeout_seconds=timeout, memory_mb=memory_mb
+    )

@@ -1,0 +1,1 @@
+"""The worker process: queue consumer, task runner and Docker sandbox."""

@@ -1,0 +1,152 @@
+"""Shared fixtures. PostgreSQL, RabbitMQ and Docker are the real ones; none is mocked.
+
+Each test run gets its own database and queue names, so runs never see each other's data.
+API tests run inside a transaction that is rolled back at the end of each test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import docker
+import pika
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import pytest
+from falcon import testing
+
+from taskservice.app import Collaborators, create_app
+from taskservice.auth import PasswordHasher
+from taskservice.config import Config, load_config
+from taskservice.queue import Publisher, dead_letter_queue
+from taskservice.store.migrate import migrate
+
+RUN_ID = uuid.uuid4().hex[:10]
+TEST_JWT_SECRET = "test-secret-that-is-long-enough-0123456789"
+
+
+def _server_dsn(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+def base_config() -> Config:
+    """The machine's settings (DATABASE_URL, AMQP_URL, SANDBOX_IMAGE, ...), with test overrides."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "JWT_SECRET": TEST_JWT_SECRET,
+            "BCRYPT_ROUNDS": "4",
+            "QUEUE_NAME": f"taskservice.test.{RUN_ID}",
+        }
+    )
+    return load_config(env)
+
+
+@pytest.fixture(scope="session")
+def config(base_config: Config) -> Config:
+    """The config with a fresh, migrated database of its own, dropped after the run."""
+    name = f"taskservice_test_{RUN_ID}"
+    admin = psycopg2.connect(_server_dsn(base_config.database_url, "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    config = replace(base_config, database_url=_server_dsn(base_config.database_url, name))
+    migrate(config.database_url)
+    try:
+        yield config
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+        _delete_queues(config)
+
+
+def _delete_queues(config: Config) -> None:
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
+        channel = connection.channel()
+        for queue in (config.queue_name, dead_letter_queue(config.queue_name)):
+            channel.queue_delete(queue)
+        channel.exchange_delete(dead_letter_queue(config.queue_name))
+        connection.close()
+
+
+class RolledBackDatabase:
+    """One connection in a transaction that the test rolls back; each unit of work is a savepoint.
+
+    Behaves like store.db.Database for the stores, so API tests run the real SQL.
+    """
+
+    def __init__(self, connection: psycopg2.extensions.connection):
+        self._connection = connection
+
+    @contextlib.contextmanager
+    def transaction(self):
+        with self._connection.cursor() as cursor:
+            cursor.execute("SAVEPOINT unit")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK TO SAVEPOINT unit")
+                raise
+            cursor.execute("RELEASE SAVEPOINT unit")
+
+
+@pytest.fixture
+def db(config: Config):
+    connection = psycopg2.connect(
+        config.database_url, cursor_factory=psycopg2.extras.RealDictCursor
+    )
+    try:
+        yield RolledBackDatabase(connection)
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def publisher(config: Config):
+    publisher = Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds)
+    yield publisher
+    publisher.close()
+
+
+@pytest.fixture(scope="session")
+def hasher() -> PasswordHasher:
+    return PasswordHasher(rounds=4)
+
+
+class FixedClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+
+@pytest.fixture
+def client(config, db, publisher, hasher, clock) -> testing.TestClient:
+    app = create_app(config, Collaborators(db=db, publisher=publisher, hasher=hasher, clock=clock))
+    return testing.TestClient(app)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = docker.from_env(timeout=60)
+    client.ping()  # fails the test (not skips it) when the engine is away
+    yield client
+    client.close()

@@ -1,0 +1,354 @@
+"""The HTTP contract, through falcon.testing, against the real PostgreSQL (rolled back per test)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import timedelta
+
+import jwt
+import pytest
+
+from taskservice.app import Collaborators, create_app
+from taskservice.model import RunOutcome, TaskStatus
+from taskservice.queue import Publisher
+from taskservice.store.tasks import TaskStore
+from tests.conftest import TEST_JWT_SECRET
+
+PASSWORD = "correct horse"
+
+
+def post(client, path: str, body, headers: dict | None = None):
+    # json.dumps escapes lone surrogates, which the test client's own encoder cannot send.
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    return client.simulate_post(path, body=json.dumps(body), headers=headers)
+
+
+def register(client, username="ada", password=PASSWORD):
+    return post(client, "/register", {"username": username, "password": password})
+
+
+def login(client, username="ada", password=PASSWORD):
+    return post(client, "/login", {"username": username, "password": password})
+
+
+def token_for(client, username="ada") -> str:
+    assert register(client, username).status_code == 201
+    response = login(client, username)
+    assert response.status_code == 200
+    return response.json["token"]
+
+
+def auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["description"], str) and body["description"]
+    return body
+
+
+def test_health(client):
+    response = client.simulate_get("/")
+    assert response.status_code == 200
+    assert response.text == "Task Service API is running"
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_register_then_login(client):
+    response = register(client)
+    assert response.status_code == 201
+    assert response.json["username"] == "ada"
+    uuid.UUID(response.json["id"])
+
+    response = login(client)
+    assert response.status_code == 200
+    assert response.json["token_type"] == "Bearer"
+    assert response.json["expires_in"] == 3600
+    claims = _claims(response.json["token"])
+    assert set(claims) == {"sub", "iat", "exp"}
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_username_taken_is_409_case_insensitively(client):
+    assert register(client, "ada").status_code == 201
+    assert_error(register(client, "ada"), 409)
+    assert_error(register(client, "ADA"), 409)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": "ab", "password": PASSWORD},
+        {"username": "a" * 65, "password": PASSWORD},
+        {"username": "ada lovelace", "password": PASSWORD},
+        {"username": "adä", "password": PASSWORD},
+        {"username": "ada", "password": "short"},
+        {"username": "ada", "password": "é" * 37},  # 74 bytes: past bcrypt's 72
+        {"username": "ada", "password": "\ud800" * 8},
+        {"username": "ada", "password": 12345678},
+        {"username": None, "password": PASSWORD},
+        {"username": "ada"},
+        {"username": "ada", "password": PASSWORD, "admin": True},
+        [],
+        "ada",
+    ],
+)
+def test_register_rejects_bad_bodies(client, body):
+    assert_error(post(client, "/register", body), 400)
+
+
+def test_password_of_exactly_72_bytes_is_accepted(client):
+    password = "é" * 36
+    assert register(client, "ada", password).status_code == 201
+    assert login(client, "ada", password).status_code == 200
+    assert_error(login(client, "ada", password[:-1] + "e"), 401)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        ("{not json", {"Content-Type": "application/json"}, 400),
+        ("", {"Content-Type": "application/json"}, 400),
+        ("username=ada", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    ],
+)
+def test_unreadable_bodies_get_4xx_json(client, body, headers, status):
+    assert_error(client.simulate_post("/register", body=body, headers=headers), status)
+
+
+def test_login_failures_look_the_same(client):
+    register(client)
+    wrong_password = assert_error(login(client, password="wrong password"), 401)
+    unknown_user = assert_error(login(client, username="nobody"), 401)
+    assert wrong_password == unknown_user
+
+
+def test_unknown_route_and_wrong_method(client):
+    assert_error(client.simulate_get("/nope"), 404)
+    assert_error(client.simulate_delete("/task"), 405)
+    assert_error(client.simulate_get("/register"), 405)
+
+
+def test_task_lifecycle_as_seen_by_the_api(client, db, clock):
+    token = token_for(client)
+    response = post(client, "/task", {"code": "print(6*7)"}, headers=auth(token))
+    assert response.status_code == 201
+    task_id = response.json["task_id"]
+    assert response.json == {"task_id": task_id, "status": "queued"}
+    assert response.headers["location"] == f"/status/{task_id}"
+
+    status = client.simulate_get(f"/status/{task_id}", headers=auth(token))
+    assert status.status_code == 200
+    assert status.json == {
+        "task_id": task_id,
+        "status": "queued",
+        "language": "python",
+        "created_at": "2030-01-02T03:04:05.000Z",
+        "started_at": None,
+        "finished_at": None,
+        "attempts": 0,
+    }
+    pending = client.simulate_get(f"/result/{task_id}", headers=auth(token))
+    assert pending.status_code == 202
+    assert pending.json == {"task_id": task_id, "status": "queued"}
+
+    # A worker's view of the same task, through the same store.
+    store = TaskStore(db)
+    clock.now += timedelta(seconds=1)
+    _, claimed = store.claim(uuid.UUID(task_id), clock(), max_attempts=3)
+    assert claimed is not None and claimed.code == b"print(6*7)"
+    running = client.simulate_get(f"/status/{task_id}", headers=auth(token)).json
+    assert running["status"] == "running"
+    assert running["started_at"] == "2030-01-02T03:04:06.000Z"
+    assert client.simulate_get(f"/result/{task_id}", headers=auth(token)).status_code == 202
+
+    clock.now += timedelta(seconds=1)
+    outcome = RunOutcome(
+        status=TaskStatus.SUCCEEDED,
+        exit_code=0,
+        stdout=b"42\n\xff\x00",
+        stderr=b"",
+        duration_ms=180,
+    )
+    assert store.finish(claimed.id, claimed.attempt, outcome, clock())
+    result = client.simulate_get(f"/result/{task_id}", headers=auth(token))
+    assert result.status_code == 200
+    assert result.json["status"] == "succeeded"
+    assert result.json["exit_code"] == 0
+    assert result.json["stdout"] == "42\n\ufffd\x00"
+    assert result.json["stdout_truncated"] is False
+    assert result.json["duration_ms"] == 180
+    assert result.json["timeout"] == 10 and result.json["memory_mb"] == 256
+    finished = client.simulate_get(f"/status/{task_id}", headers=auth(token)).json
+    assert finished["finished_at"] == "2030-01-02T03:04:07.000Z"
+
+
+def test_tasks_are_private(client):
+    ada = token_for(client, "ada")
+    bob = token_for(client, "bob")
+    task_id = post(client, "/task", {"code": "1"}, headers=auth(ada)).json["task_id"]
+    for path in (f"/status/{task_id}", f"/result/{task_id}"):
+        assert client.simulate_get(path, headers=auth(ada)).status_code in (200, 202)
+        foreign = assert_error(client.simulate_get(path, headers=auth(bob)), 404)
+        unknown = assert_error(
+            client.simulate_get(f"/status/{uuid.uuid4()}", headers=auth(bob)), 404
+        )
+        assert foreign == unknown
+        assert_error(
+            client.simulate_get(path.replace(task_id, "not-a-uuid"), headers=auth(ada)), 404
+        )
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 400),
+        ({"code": 42}, 400),
+        ({"code": ""}, 400),
+        ({"code": "1", "language": "cobol"}, 400),
+        ({"code": "1", "language": 7}, 400),
+        ({"code": "1", "timeout": 0}, 400),
+        ({"code": "1", "timeout": 61}, 400),
+        ({"code": "1", "timeout": "5"}, 400),
+        ({"code": "1", "timeout": 2.5}, 400),
+        ({"code": "1", "timeout": True}, 400),
+        ({"code": "1", "memory_mb": 8}, 400),
+        ({"code": "1", "memory_mb": 4096}, 400),
+        ({"code": "1", "stdin": ["a"]}, 400),
+        ({"code": "\ud83d"}, 400),
+        ({"code": "1", "priority": 1}, 400),
+        ({"code": "x" * (64 * 1024 + 1)}, 413),
+        ({"code": "1", "stdin": "x" * (1024 * 1024 + 1)}, 413),
+        (["print(1)"], 400),
+    ],
+)
+def test_bad_task_bodies(client, body, status):
+    token = token_for(client)
+    body = assert_error(post(client, "/task", body, headers=auth(token)), status)
+    assert "task" not in body
+
+
+def test_oversized_body_is_refused_before_it_is_read(client):
+    token = token_for(client)
+    huge = json.dumps({"code": "x" * (8 * 1024 * 1024)})
+    response = client.simulate_post(
+        "/task", body=huge, headers={**auth(token), "Content-Type": "application/json"}
+    )
+    assert_error(response, 413)
+
+
+def test_task_options_are_kept(client):
+    token = token_for(client)
+    body = {"code": "echo hi", "language": "bash", "stdin": "x\x00y", "timeout": 60}
+    response = post(client, "/task", {**body, "memory_mb": 64}, headers=auth(token))
+    assert response.status_code == 201
+    status = client.simulate_get(f"/status/{response.json['task_id']}", headers=auth(token))
+    assert status.json["language"] == "bash"
+
+
+def _claims(token: str) -> dict:
+    # The fixed test clock is in the future; check the signature, not the times.
+    return jwt.decode(
+        token,
+        TEST_JWT_SECRET,
+        algorithms=["HS256"],
+        options={"verify_exp": False, "verify_iat": False},
+    )
+
+
+def _forged(claims: dict, key: str = TEST_JWT_SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def _unsigned(claims: dict) -> str:
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+@pytest.mark.parametrize(
+    "header_for",
+    [
+        lambda good, claims: None,
+        lambda good, claims: "Bearer",
+        lambda good, claims: f"Basic {good}",
+        lambda good, claims: "Bearer not.a.token",
+        lambda good, claims: f"Bearer {good[:-4]}AAAA",
+        lambda good, claims: f"Bearer {_unsigned(claims)}",
+        lambda good, claims: f"Bearer {_forged(claims, key='another-secret-of-enough-length-000')}",
+        lambda good, claims: f"Bearer {_forged({**claims, 'exp': claims['iat'] - 1})}",
+        lambda good, claims: f"Bearer {_forged({'sub': claims['sub'], 'iat': claims['iat']})}",
+        lambda good, claims: f"Bearer {_forged({**claims, 'sub': 'nobody'})}",
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "wrong-scheme",
+        "malformed",
+        "bad-signature",
+        "alg-none",
+        "other-key",
+        "expired",
+        "no-exp",
+        "bad-sub",
+    ],
+)
+def test_bad_tokens_get_401_with_challenge(client, header_for):
+    good = token_for(client)
+    claims = _claims(good)
+    header = header_for(good, claims)
+    headers = {"Authorization": header} if header else {}
+    for response in (
+        post(client, "/task", {"code": "1"}, headers=headers),
+        client.simulate_get(f"/status/{uuid.uuid4()}", headers=headers),
+        client.simulate_get(f"/result/{uuid.uuid4()}", headers=headers),
+    ):
+        assert_error(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_token_expires_by_the_injected_clock(client, clock):
+    token = token_for(client)
+    assert post(client, "/task", {"code": "1"}, headers=auth(token)).status_code == 201
+    clock.now += timedelta(seconds=3600)
+    assert_error(post(client, "/task", {"code": "1"}, headers=auth(token)), 401)
+
+
+def test_broker_down_gives_503_and_no_queued_task(config, db, hasher, clock):
+    # A real publisher aimed at a port where no broker listens.
+    dead_broker = Publisher("amqp://guest:guest@127.0.0.1:1/%2F", config.queue_name, 1.0)
+    app = create_app(
+        config, Collaborators(db=db, publisher=dead_broker, hasher=hasher, clock=clock)
+    )
+    from falcon import testing
+
+    client = testing.TestClient(app)
+    token = token_for(client)
+    response = post(client, "/task", {"code": "print(1)"}, headers=auth(token))
+    assert_error(response, 503)
+    with db.transaction() as cursor:
+        cursor.execute("SELECT status, error FROM tasks")
+        rows = cursor.fetchall()
+    assert len(rows) == 1
+    assert rows[0]["status"] == "error"
+    assert "never queued" in rows[0]["error"]
+
+
+def test_languages_and_docs(client):
+    languages = client.simulate_get("/languages").json["languages"]
+    assert {entry["name"] for entry in languages} == {"python", "bash"}
+    assert client.simulate_get("/openapi.yaml").text.startswith("openapi:")
+    assert client.simulate_get("/openapi.json").json["info"]["title"] == "Task Service"
+    redirect = client.simulate_get("/swagger")
+    assert redirect.status_code == 301 and redirect.headers["location"] == "/swagger/"
+    page = client.simulate_get("/swagger/")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert client.simulate_get("/swagger/swagger-ui-bundle.js").status_code == 200
+    assert_error(client.simulate_get("/swagger/..%2Fopenapi.yaml"), 404)
