@@ -5,6 +5,13 @@
 # Local services (127.0.0.1 / localhost) that are down get started, and installed
 # from Debian first when missing. Remote services are only checked. Nothing that
 # already runs is stopped or restarted, so a second run is a quick no-op.
+#
+# Environment:
+#   DATABASE_URL       default postgresql://127.0.0.1:5432/taskservice
+#   AMQP_URL           default amqp://guest:guest@127.0.0.1:5672/%2F
+#   SERVICES_WAIT      seconds to wait for a started service (default 60)
+#   PG_TRUST_LOOPBACK  1: if the URL's user cannot log in to a local server, let
+#                      loopback connections in without a password (dev/CI only)
 set -euo pipefail
 
 me=ensure-services
@@ -50,7 +57,9 @@ has_systemd() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null;
 
 apt_updated=
 apt_install() {
-  is_root && command -v apt-get >/dev/null || die "$* is not installed; install it (Debian: sudo apt-get install $*) or run: sudo $0"
+  if ! is_root || ! command -v apt-get >/dev/null; then
+    die "$* is not installed; install it (Debian: sudo apt-get install $*) or run: sudo $0"
+  fi
   export DEBIAN_FRONTEND=noninteractive
   if [[ -z $apt_updated ]]; then
     apt-get update -qq
@@ -73,14 +82,18 @@ start_postgres() {
   can_connect "$pg_host" "$pg_port" && return 0
   is_root || die "PostgreSQL is not running at $pg_host:$pg_port and only root can start it; run: sudo $0"
 
-  local version cluster
+  local version cluster status
   # Pick the cluster configured for this port, so we never start an unrelated one.
-  read -r version cluster < <(pg_lsclusters -h | awk -v p="$pg_port" '$3 == p { print $1, $2; exit }') || true
+  read -r version cluster status < <(pg_lsclusters -h | awk -v p="$pg_port" '$3 == p { print $1, $2, $4; exit }') || true
+  if [[ ${status:-} == online* ]]; then
+    die "PostgreSQL $version/$cluster runs but not on $pg_host:$pg_port; check listen_addresses in /etc/postgresql/$version/$cluster/postgresql.conf"
+  fi
   if [[ -z ${version:-} ]]; then
     if [[ -n $(pg_lsclusters -h) ]]; then
       die "no PostgreSQL cluster is configured for port $pg_port (see pg_lsclusters); fix DATABASE_URL or the cluster's port"
     fi
-    version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+    version=$(printf '%s\n' /usr/lib/postgresql/*/bin/postgres | awk -F/ '$5 != "*" { print $5 }' | sort -V | tail -n1)
+    [[ -n $version ]] || die "no PostgreSQL server binaries under /usr/lib/postgresql; install Debian's postgresql"
     cluster=main
     log "creating PostgreSQL $version cluster '$cluster' on port $pg_port"
     pg_createcluster --port "$pg_port" "$version" "$cluster" >/dev/null
@@ -99,13 +112,13 @@ start_postgres() {
 psql_as_url_user() {
   local admin_url
   admin_url=$(python3 -c 'import sys; from urllib.parse import urlsplit; u = urlsplit(sys.argv[1]); print(u._replace(path="/postgres").geturl())' "$database_url")
-  psql "$admin_url" -X -q -At -v ON_ERROR_STOP=1 -v db="$pg_db" -v usr="$pg_user" "$@"
+  psql "$admin_url" -X -q -At -v ON_ERROR_STOP=1 -v db="$pg_db" -v usr="$pg_user"
 }
 
 # Fallback when the URL's user cannot connect (a fresh install has only the
 # 'postgres' role and password auth over TCP): the superuser over the local socket.
 psql_as_superuser() {
-  runuser -u postgres -- psql -p "$pg_port" -d postgres -X -q -At -v ON_ERROR_STOP=1 -v db="$pg_db" -v usr="$pg_user" "$@"
+  runuser -u postgres -- psql -p "$pg_port" -d postgres -X -q -At -v ON_ERROR_STOP=1 -v db="$pg_db" -v usr="$pg_user"
 }
 
 ensure_database() {
@@ -129,8 +142,27 @@ ensure_database() {
     $runner <<<'create database :"db" owner :"usr"' >/dev/null
   fi
 
-  psql "$database_url" -X -q -At -c 'select 1' >/dev/null 2>&1 ||
-    die "database '$pg_db' exists but '$pg_user' cannot log in over TCP; allow it in pg_hba.conf (e.g. 'host all all 127.0.0.1/32 trust' for development) or put a password in DATABASE_URL"
+  if ! psql "$database_url" -X -q -At -c 'select 1' >/dev/null 2>&1; then
+    [[ ${PG_TRUST_LOOPBACK:-} == 1 && $runner == psql_as_superuser ]] ||
+      die "database '$pg_db' exists but '$pg_user' cannot log in over TCP; put a password in DATABASE_URL, or allow loopback logins in pg_hba.conf (for development/CI: rerun with PG_TRUST_LOOPBACK=1)"
+    trust_loopback
+    psql "$database_url" -X -q -At -c 'select 1' >/dev/null ||
+      die "'$pg_user' still cannot log in to '$pg_db' at $pg_host:$pg_port; check pg_hba.conf"
+  fi
+}
+
+# Opt-in only: it weakens authentication for every local client of the server.
+# A reload applies it without restarting the server.
+trust_loopback() {
+  local hba line
+  hba=$(psql_as_superuser <<<'show hba_file')
+  for line in 'host all all 127.0.0.1/32 trust' 'host all all ::1/128 trust'; do
+    if ! grep -qxF "$line" "$hba"; then
+      log "adding '$line' at the top of $hba"
+      sed -i "1i $line" "$hba"
+    fi
+  done
+  psql_as_superuser <<<'select pg_reload_conf()' >/dev/null
 }
 
 if can_connect "$pg_host" "$pg_port"; then

@@ -211,6 +211,7 @@ def test_tasks_are_private(client):
         ({}, 400),
         ({"code": 42}, 400),
         ({"code": ""}, 400),
+        ({"code": "1", "stdin": None}, 400),
         ({"code": "1", "language": "cobol"}, 400),
         ({"code": "1", "language": 7}, 400),
         ({"code": "1", "timeout": 0}, 400),

@@ -7,7 +7,6 @@ durable dead-letter queue (``<queue>.dead``) where an operator can look at them.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import logging
 import threading

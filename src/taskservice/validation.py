@@ -93,7 +93,7 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     if not isinstance(language, str) or language not in limits.languages:
         raise InvalidRequest(f"'language' must be one of: {', '.join(sorted(limits.languages))}.")
     code = _utf8(_string(body, "code"), "code")
-    if not code.strip():
+    if not code:
         raise InvalidRequest("'code' must not be empty.")
     if len(code) > limits.max_code_bytes:
         raise PayloadTooLarge(

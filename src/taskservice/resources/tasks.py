@@ -47,7 +47,6 @@ def result_body(task: Task, outcome: RunOutcome) -> dict:
         "error": outcome.error,
         "oom_killed": outcome.oom_killed,
         "signal": outcome.signal,
-        "memory_peak_bytes": outcome.memory_peak_bytes,
         "timeout": task.timeout_seconds,
         "memory_mb": task.memory_mb,
     }

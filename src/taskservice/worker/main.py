@@ -13,7 +13,6 @@ redelivered to another worker.
 from __future__ import annotations
 
 import contextlib
-
 import functools
 import logging
 import signal
@@ -248,12 +247,10 @@ def _settle(action) -> None:
 
 def run_worker(config: Config) -> None:
     """Build the real collaborators and consume until stopped."""
-    import docker
-
     from taskservice.store.db import Database
-    from taskservice.worker.sandbox import DockerSandbox, SandboxSettings
+    from taskservice.worker.sandbox import DockerSandbox, SandboxSettings, docker_client
 
-    client = docker.DockerClient(base_url=config.docker_host, timeout=30)
+    client = docker_client(config.docker_host)
     sandbox = DockerSandbox(
         client,
         SandboxSettings(

@@ -68,6 +68,17 @@ _READ_CHUNK = 65536
 _STOP_GRACE_SECONDS = 5
 
 
+# Pinned rather than negotiated: negotiation asks the engine at construction, so a worker started
+# while the engine is down would crash instead of retrying. 1.41 is Docker 20.10, the oldest
+# engine this was checked on; newer engines accept it.
+DOCKER_API_VERSION = "1.41"
+
+
+def docker_client(base_url: str, timeout: int = 30) -> docker.DockerClient:
+    """A client that does not contact the engine until it is used."""
+    return docker.DockerClient(base_url=base_url, version=DOCKER_API_VERSION, timeout=timeout)
+
+
 class SandboxUnavailable(Exception):
     """The Docker engine could not be used; nothing is known about the user's code. Retryable."""
 

@@ -1,0 +1,241 @@
+"""The whole service as a user meets it: gunicorn and a worker as processes, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_JWT_SECRET
+
+ROOT = Path(__file__).resolve().parents[1]
+FINAL = {"succeeded", "failed", "timed_out", "error"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def service(config, tmp_path_factory):
+    """The API and a worker, started as `taskservice api` and `taskservice worker` would be."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": config.database_url,
+        "AMQP_URL": config.amqp_url,
+        "QUEUE_NAME": f"{config.queue_name}.e2e",
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "PORT": str(port),
+        "API_WORKERS": "1",
+        "SANDBOX_IMAGE": config.sandbox_image,
+        "MAX_OUTPUT_BYTES": "65536",
+    }
+    logs = tmp_path_factory.mktemp("service")
+    command = [sys.executable, "-m", "taskservice.cli"]
+    api = subprocess.Popen(
+        [*command, "api"],
+        env=env,
+        cwd=ROOT,
+        stdout=open(logs / "api.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [*command, "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=open(logs / "worker.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert api.poll() is None, (logs / "api.log").read_text()
+            assert worker.poll() is None, (logs / "worker.log").read_text()
+            try:
+                if requests.get(base + "/", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the API did not come up within 30 s"
+            time.sleep(0.2)
+        yield base
+    finally:
+        _stop(api)
+        _stop(worker)
+
+
+class User:
+    def __init__(self, base: str):
+        self.base = base
+        self.name = f"u{uuid.uuid4().hex[:12]}"
+        password = "correct horse"
+        body = {"username": self.name, "password": password}
+        assert requests.post(f"{base}/register", json=body, timeout=10).status_code == 201
+        response = requests.post(f"{base}/login", json=body, timeout=10)
+        assert response.status_code == 200
+        self.headers = {"Authorization": f"Bearer {response.json()['token']}"}
+
+    def submit(self, code: str, **options) -> str:
+        response = requests.post(
+            f"{self.base}/task", json={"code": code, **options}, headers=self.headers, timeout=10
+        )
+        assert response.status_code == 201, response.text
+        assert response.headers["Location"] == f"/status/{response.json()['task_id']}"
+        return response.json()["task_id"]
+
+    def wait(self, task_id: str, within: float = 60) -> dict:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            response = requests.get(
+                f"{self.base}/result/{task_id}", headers=self.headers, timeout=10
+            )
+            if response.status_code == 200:
+                return response.json()
+            assert response.status_code == 202, response.text
+            assert response.json()["status"] in ("queued", "running")
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} did not finish within {within} s")
+
+    def run(self, code: str, **options) -> dict:
+        return self.wait(self.submit(code, **options))
+
+
+@pytest.fixture(scope="module")
+def ada(service) -> User:
+    return User(service)
+
+
+def test_health(service):
+    response = requests.get(service + "/", timeout=5)
+    assert response.text == "Task Service API is running"
+
+
+def test_success(ada):
+    result = ada.run("print(6*7)")
+    assert result["status"] == "succeeded"
+    assert result["exit_code"] == 0
+    assert result["stdout"] == "42\n"
+    assert result["stderr"] == ""
+    assert result["error"] is None
+    assert result["duration_ms"] > 0
+
+
+def test_status_times(ada):
+    task_id = ada.submit("print(1)")
+    ada.wait(task_id)
+    status = requests.get(f"{ada.base}/status/{task_id}", headers=ada.headers, timeout=5).json()
+    assert status["status"] == "succeeded" and status["attempts"] == 1
+    assert status["created_at"] <= status["started_at"] <= status["finished_at"]
+    assert status["finished_at"].endswith("Z")
+
+
+def test_non_zero_exit(ada):
+    result = ada.run("import sys\nprint('partial')\nsys.exit(4)")
+    assert (result["status"], result["exit_code"], result["stdout"]) == ("failed", 4, "partial\n")
+
+
+def test_exception(ada):
+    result = ada.run("raise ValueError('boom')")
+    assert result["status"] == "failed"
+    assert result["exit_code"] == 1
+    assert "ValueError: boom" in result["stderr"]
+
+
+def test_stdin(ada):
+    result = ada.run(
+        "import sys\nfor line in sys.stdin: print(line.strip()[::-1])", stdin="abc\nxyz\n"
+    )
+    assert result["stdout"] == "cba\nzyx\n"
+
+
+def test_timeout(ada):
+    result = ada.run("import time\ntime.sleep(30)", timeout=1)
+    assert result["status"] == "timed_out"
+    assert result["signal"] == "SIGKILL"
+    assert result["timeout"] == 1
+
+
+def test_unicode_output(ada):
+    result = ada.run(
+        "print('héllo, мир, 世界 ✓ 🐍')\nimport sys; sys.stdout.buffer.write(b'\\xff\\n')"
+    )
+    assert result["stdout"] == "héllo, мир, 世界 ✓ 🐍\n\ufffd\n"
+
+
+def test_output_cap(ada):
+    result = ada.run("while True: print('y' * 1000)")
+    assert result["status"] == "failed"
+    assert result["stdout_truncated"] is True
+    assert len(result["stdout"]) == 65536
+
+
+def test_bash(ada):
+    result = ada.run('read name; echo "hello $name"', language="bash", stdin="ada\n")
+    assert (result["status"], result["stdout"]) == ("succeeded", "hello ada\n")
+
+
+def test_concurrent_tasks_all_finish(ada):
+    task_ids = [ada.submit(f"print({n} * 2)") for n in range(8)]
+    results = [ada.wait(task_id) for task_id in task_ids]
+    assert [r["stdout"] for r in results] == [f"{n * 2}\n" for n in range(8)]
+
+
+def test_another_users_task_is_404(service, ada):
+    task_id = ada.submit("print('mine')")
+    eve = User(service)
+    for path in ("status", "result"):
+        response = requests.get(f"{service}/{path}/{task_id}", headers=eve.headers, timeout=5)
+        assert response.status_code == 404
+        assert set(response.json()) == {"title", "description"}
+    ada.wait(task_id)
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer nonsense", "Bearer a.b.c", "Token abc", "Bearer "]
+)
+def test_bad_tokens(service, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = requests.post(f"{service}/task", json={"code": "1"}, headers=headers, timeout=5)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert set(response.json()) == {"title", "description"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        ("not json", "application/json", 400),
+        ('{"code": 1}', "application/json", 400),
+        ('{"code": "1", "timeout": 999}', "application/json", 400),
+        ('{"code": "1", "language": "cobol"}', "application/json", 400),
+        ("code=1", "application/x-www-form-urlencoded", 415),
+        ('{"code": "' + "x" * 70_000 + '"}', "application/json", 413),
+    ],
+)
+def test_bad_bodies(service, ada, body, content_type, status):
+    headers = {**ada.headers, "Content-Type": content_type}
+    response = requests.post(f"{service}/task", data=body.encode(), headers=headers, timeout=5)
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"title", "description"}
