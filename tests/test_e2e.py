@@ -53,20 +53,13 @@ def service(config, tmp_path_factory):
     }
     logs = tmp_path_factory.mktemp("service")
     command = [sys.executable, "-m", "taskservice.cli"]
-    api = subprocess.Popen(
-        [*command, "api"],
-        env=env,
-        cwd=ROOT,
-        stdout=open(logs / "api.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [*command, "worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=open(logs / "worker.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
+    with open(logs / "api.log", "w") as api_log, open(logs / "worker.log", "w") as worker_log:
+        api = subprocess.Popen(
+            [*command, "api"], env=env, cwd=ROOT, stdout=api_log, stderr=subprocess.STDOUT
+        )
+        worker = subprocess.Popen(
+            [*command, "worker"], env=env, cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
