@@ -6,12 +6,15 @@ import pytest
 
 from taskservice.model import TaskStatus
 from taskservice.worker.sandbox import (
-    SERVICE_LABEL,
+    TASK_LABEL,
     DockerSandbox,
     SandboxFailure,
     SandboxJob,
     SandboxSettings,
 )
+from tests.conftest import RUN_ID
+
+RUN_LABEL = f"sandbox-test-{RUN_ID}"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def run(sandbox, config):
     def run(code: str, language="python", stdin=b"", timeout=5, memory_mb=128):
         return sandbox.run(
             SandboxJob(
-                task_id="sandbox-test",
+                task_id=RUN_LABEL,
                 language=config.languages[language],
                 code=code.encode(),
                 stdin=stdin,
@@ -103,9 +106,11 @@ def test_bash_and_the_locked_down_user(run):
 
 
 def test_no_container_is_left(run, docker_client):
+    # Each run below creates a container labelled with this run's id, then removes it.
     run("print(1)")
     run("import time; time.sleep(30)", timeout=1)
-    left = docker_client.containers.list(all=True, filters={"label": SERVICE_LABEL})
+    run("print('x' * 10**7)")
+    left = docker_client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={RUN_LABEL}"})
     assert left == []
 
 
