@@ -2,122 +2,40 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from pathlib import Path
-
 import pytest
 import requests
 
 from tests.conftest import TEST_JWT_SECRET
-
-ROOT = Path(__file__).resolve().parents[1]
-FINAL = {"succeeded", "failed", "timed_out", "error"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+from tests.service import ApiUser, Process, free_port, service_env, wait_for_api
 
 
 @pytest.fixture(scope="module")
 def service(config, tmp_path_factory):
     """The API and a worker, started as `taskservice api` and `taskservice worker` would be."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": config.database_url,
-        "AMQP_URL": config.amqp_url,
-        "QUEUE_NAME": f"{config.queue_name}.e2e",
-        "JWT_SECRET": TEST_JWT_SECRET,
-        "BCRYPT_ROUNDS": "4",
-        "PORT": str(port),
-        "API_WORKERS": "1",
-        "SANDBOX_IMAGE": config.sandbox_image,
-        "MAX_OUTPUT_BYTES": "65536",
-    }
+    port = free_port()
+    env = service_env(
+        config,
+        TEST_JWT_SECRET,
+        QUEUE_NAME=f"{config.queue_name}.e2e",
+        PORT=str(port),
+        MAX_OUTPUT_BYTES="65536",
+    )
     logs = tmp_path_factory.mktemp("service")
-    command = [sys.executable, "-m", "taskservice.cli"]
-    with open(logs / "api.log", "w") as api_log, open(logs / "worker.log", "w") as worker_log:
-        api = subprocess.Popen(
-            [*command, "api"], env=env, cwd=ROOT, stdout=api_log, stderr=subprocess.STDOUT
-        )
-        worker = subprocess.Popen(
-            [*command, "worker"], env=env, cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT
-        )
+    api = Process("api", env, logs / "api.log")
+    worker = Process("worker", env, logs / "worker.log")
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert api.poll() is None, (logs / "api.log").read_text()
-            assert worker.poll() is None, (logs / "worker.log").read_text()
-            try:
-                if requests.get(base + "/", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the API did not come up within 30 s"
-            time.sleep(0.2)
+        wait_for_api(base, api)
+        assert worker.alive(), worker.log()
         yield base
     finally:
-        _stop(api)
-        _stop(worker)
-
-
-class User:
-    def __init__(self, base: str):
-        self.base = base
-        self.name = f"u{uuid.uuid4().hex[:12]}"
-        password = "correct horse"
-        body = {"username": self.name, "password": password}
-        assert requests.post(f"{base}/register", json=body, timeout=10).status_code == 201
-        response = requests.post(f"{base}/login", json=body, timeout=10)
-        assert response.status_code == 200
-        self.headers = {"Authorization": f"Bearer {response.json()['token']}"}
-
-    def submit(self, code: str, **options) -> str:
-        response = requests.post(
-            f"{self.base}/task", json={"code": code, **options}, headers=self.headers, timeout=10
-        )
-        assert response.status_code == 201, response.text
-        assert response.headers["Location"] == f"/status/{response.json()['task_id']}"
-        return response.json()["task_id"]
-
-    def wait(self, task_id: str, within: float = 60) -> dict:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            response = requests.get(
-                f"{self.base}/result/{task_id}", headers=self.headers, timeout=10
-            )
-            if response.status_code == 200:
-                return response.json()
-            assert response.status_code == 202, response.text
-            assert response.json()["status"] in ("queued", "running")
-            time.sleep(0.1)
-        raise AssertionError(f"task {task_id} did not finish within {within} s")
-
-    def run(self, code: str, **options) -> dict:
-        return self.wait(self.submit(code, **options))
+        api.stop()
+        worker.stop()
 
 
 @pytest.fixture(scope="module")
-def ada(service) -> User:
-    return User(service)
+def ada(service) -> ApiUser:
+    return ApiUser(service)
 
 
 def test_health(service):
@@ -197,7 +115,7 @@ def test_concurrent_tasks_all_finish(ada):
 
 def test_another_users_task_is_404(service, ada):
     task_id = ada.submit("print('mine')")
-    eve = User(service)
+    eve = ApiUser(service)
     for path in ("status", "result"):
         response = requests.get(f"{service}/{path}/{task_id}", headers=eve.headers, timeout=5)
         assert response.status_code == 404

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
     )
+    # pika logs every connection step at INFO; its warnings and errors are what matter.
+    logging.getLogger("pika").setLevel(logging.WARNING)
     try:
         config = load_config()
         COMMANDS[args.command](config)

@@ -1,0 +1,135 @@
+"""Start the service's real processes (`taskservice api`, `taskservice worker`) for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from taskservice.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, str]:
+    """The environment the processes get: the test run's database, queue and secret."""
+    return {
+        **os.environ,
+        "DATABASE_URL": config.database_url,
+        "AMQP_URL": config.amqp_url,
+        "QUEUE_NAME": config.queue_name,
+        "JWT_SECRET": jwt_secret,
+        "BCRYPT_ROUNDS": "4",
+        "API_WORKERS": "1",
+        "SANDBOX_IMAGE": config.sandbox_image,
+        **overrides,
+    }
+
+
+class Process:
+    """One `taskservice <command>` process, its output kept in a log file."""
+
+    def __init__(self, command: str, env: dict[str, str], log_path: Path):
+        self.command = command
+        self.log_path = log_path
+        with open(log_path, "a") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "taskservice.cli", command],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            self.popen.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.popen.wait()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+        if self.alive():
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def wait_for_api(base_url: str, api: Process, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        assert api.alive(), api.log()
+        try:
+            if requests.get(base_url + "/", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"the API did not come up within {within} s"
+        time.sleep(0.2)
+
+
+class ApiUser:
+    """A registered, logged-in user of a running API."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.name = f"u{uuid.uuid4().hex[:12]}"
+        password = "correct horse"
+        body = {"username": self.name, "password": password}
+        assert requests.post(f"{base}/register", json=body, timeout=10).status_code == 201
+        response = requests.post(f"{base}/login", json=body, timeout=10)
+        assert response.status_code == 200
+        self.headers = {"Authorization": f"Bearer {response.json()['token']}"}
+
+    def submit(self, code: str, **options) -> str:
+        response = requests.post(
+            f"{self.base}/task", json={"code": code, **options}, headers=self.headers, timeout=10
+        )
+        assert response.status_code == 201, response.text
+        assert response.headers["Location"] == f"/status/{response.json()['task_id']}"
+        return response.json()["task_id"]
+
+    def wait(self, task_id: str, within: float = 60) -> dict:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            response = requests.get(
+                f"{self.base}/result/{task_id}", headers=self.headers, timeout=10
+            )
+            if response.status_code == 200:
+                return response.json()
+            assert response.status_code == 202, response.text
+            assert response.json()["status"] in ("queued", "running")
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} did not finish within {within} s")
+
+    def run(self, code: str, **options) -> dict:
+        return self.wait(self.submit(code, **options))
