@@ -161,7 +161,7 @@ def test_task_lifecycle_as_seen_by_the_api(client, db, clock):
     # A worker's view of the same task, through the same store.
     store = TaskStore(db)
     clock.now += timedelta(seconds=1)
-    _, claimed = store.claim(uuid.UUID(task_id), clock(), max_attempts=3)
+    _, claimed = store.claim(uuid.UUID(task_id), uuid.uuid4(), clock(), 3, 10)
     assert claimed is not None and claimed.code == b"print(6*7)"
     running = client.simulate_get(f"/status/{task_id}", headers=auth(token)).json
     assert running["status"] == "running"
@@ -353,3 +353,25 @@ def test_languages_and_docs(client):
     assert page.status_code == 200 and "swagger-ui" in page.text
     assert client.simulate_get("/swagger/swagger-ui-bundle.js").status_code == 200
     assert_error(client.simulate_get("/swagger/..%2Fopenapi.yaml"), 404)
+
+
+def test_idempotency_key(client):
+    token = token_for(client)
+    headers = {**auth(token), "Idempotency-Key": "order-42"}
+    first = post(client, "/task", {"code": "print(1)"}, headers)
+    assert first.status_code == 201
+    again = post(client, "/task", {"code": "print(1)", "language": "python"}, headers)
+    assert again.status_code == 200
+    assert again.json["task_id"] == first.json["task_id"]
+    assert again.headers["location"] == first.headers["location"]
+
+    assert_error(post(client, "/task", {"code": "print(2)"}, headers), 422)
+    other_key = {**auth(token), "Idempotency-Key": "order-43"}
+    assert post(client, "/task", {"code": "print(2)"}, other_key).status_code == 201
+
+
+@pytest.mark.parametrize("key", ["", "a" * 256, "with space", "tab\tkey", "ключ"])
+def test_bad_idempotency_keys(client, key):
+    token = token_for(client)
+    headers = {**auth(token), "Idempotency-Key": key}
+    assert_error(post(client, "/task", {"code": "print(1)"}, headers), 400)

@@ -13,6 +13,8 @@ from taskservice.store.users import UserStore
 from taskservice.worker.main import TaskRunner
 from taskservice.worker.sandbox import DockerSandbox, SandboxSettings, docker_client
 
+WORKER_ID = uuid.uuid4()
+
 
 @pytest.fixture
 def tasks(db):
@@ -31,7 +33,7 @@ def new_task(db, tasks, clock):
             timeout_seconds=options.get("timeout", 5),
             memory_mb=options.get("memory_mb", 128),
         )
-        return tasks.create(uuid.uuid4(), user.id, request, clock()).id
+        return tasks.create(uuid.uuid4(), user.id, request, clock())[0].id
 
     new_task.user_id = user.id
     return new_task
@@ -44,7 +46,7 @@ def sandbox(docker_client, base_config):
 
 def test_runs_and_stores_once(config, tasks, new_task, sandbox, clock):
     task_id = new_task("import sys; print(sys.stdin.read().upper())", stdin=b"hi")
-    runner = TaskRunner(config, tasks, sandbox, clock=clock)
+    runner = TaskRunner(config, tasks, sandbox, WORKER_ID, clock=clock)
     assert runner.handle(task_id) == "succeeded"
     result = tasks.result_for_owner(task_id, new_task.user_id)
     assert result.task.status is TaskStatus.SUCCEEDED
@@ -56,7 +58,7 @@ def test_runs_and_stores_once(config, tasks, new_task, sandbox, clock):
 
 
 def test_unknown_task_is_reported_missing(config, tasks, sandbox, clock):
-    runner = TaskRunner(config, tasks, sandbox, clock=clock)
+    runner = TaskRunner(config, tasks, sandbox, WORKER_ID, clock=clock)
     assert runner.handle(uuid.uuid4()) == ClaimResult.MISSING.value
 
 
@@ -64,9 +66,9 @@ def test_gives_up_after_max_attempts(config, tasks, new_task, sandbox, clock):
     task_id = new_task("print(1)")
     # Workers that died mid-run: claimed max_attempts times without an outcome.
     for _ in range(config.max_attempts):
-        claim, _ = tasks.claim(task_id, clock(), config.max_attempts)
+        claim, _ = tasks.claim(task_id, uuid.uuid4(), clock(), config.max_attempts, 10)
         assert claim is ClaimResult.CLAIMED
-    runner = TaskRunner(config, tasks, sandbox, clock=clock)
+    runner = TaskRunner(config, tasks, sandbox, WORKER_ID, clock=clock)
     assert runner.handle(task_id) == ClaimResult.GAVE_UP.value
     result = tasks.result_for_owner(task_id, new_task.user_id)
     assert result.task.status is TaskStatus.ERROR
@@ -75,8 +77,8 @@ def test_gives_up_after_max_attempts(config, tasks, new_task, sandbox, clock):
 
 def test_stale_attempt_cannot_overwrite(tasks, new_task, clock, config):
     task_id = new_task("print(1)")
-    _, first = tasks.claim(task_id, clock(), config.max_attempts)
-    _, second = tasks.claim(task_id, clock(), config.max_attempts)  # a redelivery
+    _, first = tasks.claim(task_id, uuid.uuid4(), clock(), config.max_attempts, 10)
+    _, second = tasks.claim(task_id, uuid.uuid4(), clock(), config.max_attempts, 10)  # a redelivery
     done = RunOutcome(status=TaskStatus.SUCCEEDED, exit_code=0, stdout=b"new")
     assert not tasks.finish(task_id, first.attempt, done, clock())
     assert tasks.finish(task_id, second.attempt, done, clock())
@@ -90,9 +92,9 @@ def test_engine_away_ends_in_error_after_bounded_retries(config, tasks, new_task
     client = docker_client(f"unix://{tmp_path}/no-engine.sock", timeout=2)
     engine_away = DockerSandbox(client, SandboxSettings())
     sleeps = []
-    runner = TaskRunner(config, tasks, engine_away, clock=clock, sleep=sleeps.append)
+    runner = TaskRunner(config, tasks, engine_away, WORKER_ID, clock=clock, sleep=sleeps.append)
     assert runner.handle(task_id) == "error"
-    assert sleeps == [1.0, 2.0, 4.0]  # one back-off between each of max_attempts tries
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]  # a growing pause between the 5 tries
     result = tasks.result_for_owner(task_id, new_task.user_id)
     assert result.task.status is TaskStatus.ERROR
     assert "could not start a sandbox" in result.outcome.error

@@ -52,6 +52,11 @@ def _domain_error_handler(req, resp, exc, params):
         raise errors.Conflict("This username is taken.")
     if isinstance(exc, errors.InvalidCredentials):
         raise errors.Unauthorized("Unknown username or wrong password.")
+    if isinstance(exc, errors.IdempotencyKeyReused):
+        raise errors.UnprocessableContent(
+            "This Idempotency-Key was used for a different request within the last 24 hours;"
+            " use a new key for a new task."
+        )
     if isinstance(exc, errors.TaskNotFound):
         raise errors.NotFound("No task with this id belongs to you.")
     if isinstance(exc, errors.ServiceUnavailable):

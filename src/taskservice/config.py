@@ -60,6 +60,10 @@ class Config:
     max_stdin_bytes: int = 1024 * 1024
     max_output_bytes: int = 1024 * 1024
     max_attempts: int = 3
+    sandbox_retries: int = 5
+    worker_heartbeat_seconds: float = 2.0
+    worker_lease_seconds: float = 10.0
+    sweep_interval_seconds: float = 15.0
     db_pool_size: int = 4
     broker_timeout_seconds: float = 5.0
     languages: Mapping[str, Language] = field(default_factory=dict)
@@ -140,6 +144,16 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "max_stdin_bytes": _parse(env, "MAX_STDIN_BYTES", int, defaults.max_stdin_bytes),
         "max_output_bytes": _parse(env, "MAX_OUTPUT_BYTES", int, defaults.max_output_bytes),
         "max_attempts": _parse(env, "MAX_ATTEMPTS", int, defaults.max_attempts),
+        "sandbox_retries": _parse(env, "SANDBOX_RETRIES", int, defaults.sandbox_retries),
+        "worker_heartbeat_seconds": _parse(
+            env, "WORKER_HEARTBEAT_SECONDS", float, defaults.worker_heartbeat_seconds
+        ),
+        "worker_lease_seconds": _parse(
+            env, "WORKER_LEASE_SECONDS", float, defaults.worker_lease_seconds
+        ),
+        "sweep_interval_seconds": _parse(
+            env, "SWEEP_INTERVAL_SECONDS", float, defaults.sweep_interval_seconds
+        ),
         "db_pool_size": _parse(env, "DB_POOL_SIZE", int, defaults.db_pool_size),
         "broker_timeout_seconds": _parse(
             env, "BROKER_TIMEOUT_SECONDS", float, defaults.broker_timeout_seconds
@@ -161,6 +175,15 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     _in_range("MAX_STDIN_BYTES", values["max_stdin_bytes"], 0, 16 * 1024 * 1024)
     _in_range("MAX_OUTPUT_BYTES", values["max_output_bytes"], 1024, 256 * 1024 * 1024)
     _in_range("MAX_ATTEMPTS", values["max_attempts"], 1, 100)
+    _in_range("SANDBOX_RETRIES", values["sandbox_retries"], 1, 100)
+    _in_range("WORKER_HEARTBEAT_SECONDS", values["worker_heartbeat_seconds"], 0.1, 600)
+    # A lease shorter than a few heartbeats would declare live workers dead.
+    _in_range(
+        "WORKER_LEASE_SECONDS",
+        values["worker_lease_seconds"],
+        3 * values["worker_heartbeat_seconds"],
+    )
+    _in_range("SWEEP_INTERVAL_SECONDS", values["sweep_interval_seconds"], 0.1, 3600)
     _in_range("DB_POOL_SIZE", values["db_pool_size"], 1, 100)
     _in_range("BROKER_TIMEOUT_SECONDS", values["broker_timeout_seconds"], 0.1, 120)
     for name, url_var, schemes in (

@@ -25,6 +25,10 @@ class TaskNotFound(DomainError):
     pass
 
 
+class IdempotencyKeyReused(DomainError):
+    """The same Idempotency-Key came with a different request."""
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, broker) cannot be reached; the client may retry."""
 
@@ -50,6 +54,11 @@ class PayloadTooLarge(falcon.HTTPContentTooLarge):
 class Conflict(falcon.HTTPConflict):
     def __init__(self, description: str):
         super().__init__(title="Conflict", description=description)
+
+
+class UnprocessableContent(falcon.HTTPUnprocessableEntity):
+    def __init__(self, description: str):
+        super().__init__(title="Unprocessable content", description=description)
 
 
 class NotFound(falcon.HTTPNotFound):

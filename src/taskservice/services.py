@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 
@@ -9,7 +10,7 @@ from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
 from taskservice.errors import BrokerUnavailable, InvalidCredentials
 from taskservice.model import Task, TaskRequest, TaskResult
-from taskservice.store.tasks import TaskStore
+from taskservice.store.tasks import IdempotencyKey, TaskStore
 from taskservice.store.users import User, UserStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,21 @@ class Accounts:
         return self._tokens.issue(user.id)
 
 
+def request_fingerprint(request: TaskRequest) -> str:
+    """Identifies a submission's content, defaults applied, for idempotency checks."""
+    digest = hashlib.sha256()
+    for part in (
+        request.language.encode(),
+        request.code,
+        request.stdin,
+        str(request.timeout_seconds).encode(),
+        str(request.memory_mb).encode(),
+    ):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
 class TaskSubmissions:
     def __init__(self, tasks: TaskStore, publisher, clock: Clock, new_id: IdGenerator):
         self._tasks = tasks
@@ -51,9 +67,21 @@ class TaskSubmissions:
         self._clock = clock
         self._new_id = new_id
 
-    def submit(self, user_id: uuid.UUID, request: TaskRequest) -> Task:
+    def submit(
+        self, user_id: uuid.UUID, request: TaskRequest, idempotency_key: str | None = None
+    ) -> tuple[Task, bool]:
+        """Store and queue a task; return it and whether it is new (False: an idempotent repeat)."""
+        idempotency = (
+            IdempotencyKey(idempotency_key, request_fingerprint(request))
+            if idempotency_key is not None
+            else None
+        )
         # Stored first, published second: a worker that gets the message always finds the task.
-        task = self._tasks.create(self._new_id(), user_id, request, self._clock())
+        task, created = self._tasks.create(
+            self._new_id(), user_id, request, self._clock(), idempotency
+        )
+        if not created:
+            return task, False
         try:
             self._publisher.publish(task.id)
         except BrokerUnavailable:
@@ -66,7 +94,7 @@ class TaskSubmissions:
                 self._clock(),
             )
             raise
-        return task
+        return task, True
 
     def status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> Task | None:
         return self._tasks.get_for_owner(task_id, user_id)

@@ -111,3 +111,17 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     return TaskRequest(
         language=language, code=code, stdin=stdin, timeout_seconds=timeout, memory_mb=memory_mb
     )
+
+
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def idempotency_key(header: str | None) -> str | None:
+    """The Idempotency-Key header: 1 to 255 visible ASCII characters, or absent."""
+    if header is None:
+        return None
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(header):
+        raise InvalidRequest(
+            "'Idempotency-Key' must be 1 to 255 visible ASCII characters (a UUID is a good key)."
+        )
+    return header

@@ -64,8 +64,10 @@ class TasksResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = validation.task_request(req.get_media(), self._limits)
-        task = self._submissions.submit(req.context.user_id, request)
-        resp.status = falcon.HTTP_201
+        key = validation.idempotency_key(req.get_header("Idempotency-Key"))
+        task, created = self._submissions.submit(req.context.user_id, request, key)
+        # A repeat of an earlier request (same Idempotency-Key and body) made nothing new.
+        resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/status/{task.id}"
         resp.media = {"task_id": str(task.id), "status": task.status.value}
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import psycopg2.errors
+
+from taskservice.errors import IdempotencyKeyReused
 from taskservice.model import ClaimedTask, RunOutcome, Task, TaskRequest, TaskResult, TaskStatus
 
 _TASK_COLUMNS = (
@@ -53,10 +57,18 @@ def _outcome(row) -> RunOutcome:
     )
 
 
+@dataclass(frozen=True)
+class IdempotencyKey:
+    key: str
+    request_hash: str
+    lifetime: timedelta = timedelta(hours=24)
+
+
 class ClaimResult(enum.Enum):
     CLAIMED = "claimed"
     MISSING = "missing"  # no such task: the message is poison
     ALREADY_FINAL = "already_final"  # a redelivery of a finished task: skip it
+    BUSY_ELSEWHERE = "busy_elsewhere"  # running on a worker that is still alive: wait
     GAVE_UP = "gave_up"  # attempts ran out; the task was ended as `error`
 
 
@@ -65,9 +77,45 @@ class TaskStore:
         self._db = db
 
     def create(
-        self, task_id: uuid.UUID, user_id: uuid.UUID, request: TaskRequest, now: datetime
-    ) -> Task:
+        self,
+        task_id: uuid.UUID,
+        user_id: uuid.UUID,
+        request: TaskRequest,
+        now: datetime,
+        idempotency: IdempotencyKey | None = None,
+    ) -> tuple[Task, bool]:
+        """Store a new `queued` task; return it and True.
+
+        With an idempotency key already used by this user within its lifetime, store nothing
+        and return the task made then and False; the same key for another request raises
+        ``IdempotencyKeyReused``.
+        """
+        for _ in range(2):  # a second pass only after losing a race for the same key
+            try:
+                return self._create_once(task_id, user_id, request, now, idempotency)
+            except psycopg2.errors.UniqueViolation:
+                if idempotency is None:
+                    raise
+        raise RuntimeError("an idempotency key kept conflicting")  # pragma: no cover
+
+    def _create_once(self, task_id, user_id, request, now, idempotency) -> tuple[Task, bool]:
         with self._db.transaction() as cursor:
+            if idempotency is not None:
+                cursor.execute(
+                    "DELETE FROM idempotency_keys WHERE user_id = %s AND key = %s"
+                    " AND created_at < %s",
+                    (user_id, idempotency.key, now - idempotency.lifetime),
+                )
+                cursor.execute(
+                    "SELECT k.request_hash, t.* FROM idempotency_keys k"
+                    " JOIN tasks t ON t.id = k.task_id WHERE k.user_id = %s AND k.key = %s",
+                    (user_id, idempotency.key),
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    if row["request_hash"] != idempotency.request_hash:
+                        raise IdempotencyKeyReused(idempotency.key)
+                    return _task(row), False
             cursor.execute(
                 "INSERT INTO tasks (id, user_id, language, code, stdin, timeout_seconds,"
                 " memory_mb, status, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -84,7 +132,14 @@ class TaskStore:
                     now,
                 ),
             )
-            return _task(cursor.fetchone())
+            task = _task(cursor.fetchone())
+            if idempotency is not None:
+                cursor.execute(
+                    "INSERT INTO idempotency_keys (user_id, key, request_hash, task_id,"
+                    " created_at) VALUES (%s, %s, %s, %s, %s)",
+                    (user_id, idempotency.key, idempotency.request_hash, task_id, now),
+                )
+            return task, True
 
     def get_for_owner(self, task_id: uuid.UUID, user_id: uuid.UUID) -> Task | None:
         with self._db.transaction() as cursor:
@@ -109,22 +164,34 @@ class TaskStore:
         return TaskResult(task, _outcome(row) if task.status.is_final else None)
 
     def claim(
-        self, task_id: uuid.UUID, now: datetime, max_attempts: int
+        self,
+        task_id: uuid.UUID,
+        worker_id: uuid.UUID,
+        now: datetime,
+        max_attempts: int,
+        lease_seconds: float,
     ) -> tuple[ClaimResult, ClaimedTask | None]:
-        """queued|running -> running for one more attempt, unless final or out of attempts.
+        """queued|running -> running for one more attempt, owned by ``worker_id``.
 
-        A task found `running` was claimed by a worker that died before storing an outcome
-        (its message came back), so it is claimed again.
+        A task found `running` is taken over only when the worker that claimed it is gone
+        (no heartbeat within ``lease_seconds``): its message came back because that worker died.
+        Liveness is judged by the database's clock, the one the heartbeats are written with.
         """
         with self._db.transaction() as cursor:
             cursor.execute(
-                "SELECT status, attempts FROM tasks WHERE id = %s FOR UPDATE", (task_id,)
+                "SELECT t.status, t.attempts, t.claimed_by,"
+                " w.heartbeat_at > now() - make_interval(secs => %s) AS owner_alive"
+                " FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
+                " WHERE t.id = %s FOR UPDATE OF t",
+                (lease_seconds, task_id),
             )
             row = cursor.fetchone()
             if row is None:
                 return ClaimResult.MISSING, None
             if TaskStatus(row["status"]).is_final:
                 return ClaimResult.ALREADY_FINAL, None
+            if row["status"] == TaskStatus.RUNNING and row["owner_alive"]:
+                return ClaimResult.BUSY_ELSEWHERE, None
             if row["attempts"] >= max_attempts:
                 cursor.execute(
                     "UPDATE tasks SET status = 'error', finished_at = %s, error = %s WHERE id = %s",
@@ -137,10 +204,10 @@ class TaskStore:
                 )
                 return ClaimResult.GAVE_UP, None
             cursor.execute(
-                "UPDATE tasks SET status = 'running', started_at = %s, attempts = attempts + 1"
-                " WHERE id = %s"
+                "UPDATE tasks SET status = 'running', started_at = %s, attempts = attempts + 1,"
+                " claimed_by = %s WHERE id = %s"
                 " RETURNING id, language, code, stdin, timeout_seconds, memory_mb, attempts",
-                (now, task_id),
+                (now, worker_id, task_id),
             )
             row = cursor.fetchone()
         return ClaimResult.CLAIMED, ClaimedTask(
@@ -183,11 +250,61 @@ class TaskStore:
             return cursor.rowcount == 1
 
     def fail_unqueued(self, task_id: uuid.UUID, reason: str, now: datetime) -> bool:
-        """queued -> error, for a task whose message the broker would not take."""
+        """queued -> error, for a task whose message the broker would not take.
+
+        Its idempotency key is released too: the client was told 503, and a retry with the same
+        key must make a task that runs, not return this one.
+        """
         with self._db.transaction() as cursor:
+            cursor.execute("DELETE FROM idempotency_keys WHERE task_id = %s", (task_id,))
             cursor.execute(
                 "UPDATE tasks SET status = 'error', finished_at = %s, error = %s"
                 " WHERE id = %s AND status = 'queued'",
                 (now, reason, task_id),
             )
             return cursor.rowcount == 1
+
+    def abandoned(self, lease_seconds: float, limit: int = 100) -> list[uuid.UUID]:
+        """Tasks `running` on a worker that is gone: candidates for a new message (the sweeper).
+
+        Their message may be lost (acked by mistake, purged, or never redelivered), so nothing
+        else would ever move them again.
+        """
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "SELECT t.id FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
+                " WHERE t.status = 'running'"
+                " AND (w.id IS NULL OR w.heartbeat_at < now() - make_interval(secs => %s))"
+                " ORDER BY t.started_at LIMIT %s",
+                (lease_seconds, limit),
+            )
+            return [row["id"] for row in cursor.fetchall()]
+
+
+class WorkerRegistry:
+    """Worker liveness: each worker process keeps a row fresh while it runs."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def heartbeat(self, worker_id: uuid.UUID, hostname: str, pid: int) -> None:
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at)"
+                " VALUES (%s, %s, %s, now(), now())"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+                (worker_id, hostname, pid),
+            )
+
+    def leave(self, worker_id: uuid.UUID) -> None:
+        """A clean exit: its tasks can be taken over at once, without waiting for the lease."""
+        with self._db.transaction() as cursor:
+            cursor.execute("DELETE FROM workers WHERE id = %s", (worker_id,))
+
+    def forget_stale(self, older_than_seconds: float) -> int:
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM workers WHERE heartbeat_at < now() - make_interval(secs => %s)",
+                (older_than_seconds,),
+            )
+            return cursor.rowcount

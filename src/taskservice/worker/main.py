@@ -15,28 +15,31 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pika
 import pika.exceptions
 
 from taskservice.clock import Clock, utc_now
 from taskservice.config import Config
-from taskservice.errors import DatabaseUnavailable
+from taskservice.errors import BrokerUnavailable, DatabaseUnavailable
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.queue import connection_parameters, declare_topology, decode_message
-from taskservice.store.tasks import ClaimResult, TaskStore
+from taskservice.store.tasks import ClaimResult, TaskStore, WorkerRegistry
 from taskservice.worker.sandbox import SandboxFailure, SandboxJob, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
 
 class Stopping(Exception):
-    """The worker was told to stop hard; the current message must stay unacked."""
+    """The worker is stopping; the current message must stay unacked (it will be redelivered)."""
 
 
 class TaskRunner:
@@ -47,26 +50,28 @@ class TaskRunner:
         config: Config,
         tasks: TaskStore,
         sandbox,
+        worker_id: uuid.UUID,
         clock: Clock = utc_now,
         sleep=time.sleep,
+        stop: threading.Event | None = None,
         hard_stop: threading.Event | None = None,
     ):
         self._config = config
         self._tasks = tasks
         self._sandbox = sandbox
+        self._worker_id = worker_id
         self._clock = clock
         self._sleep = sleep
+        self._stop = stop or threading.Event()
         self._hard_stop = hard_stop or threading.Event()
 
     def handle(self, task_id: uuid.UUID) -> str:
-        """Process one message's task; return what happened. Raises ``Stopping`` on a hard stop.
+        """Process one message's task; return what happened. Raises ``Stopping`` on a stop.
 
         Returning means the message may be acked: the task is in a final state, or was never
-        ours to run (unknown id, already final).
+        ours to run (unknown id, already final, or still owned by a live worker for too long).
         """
-        claim, task = self._retry_db(
-            lambda: self._tasks.claim(task_id, self._clock(), self._config.max_attempts)
-        )
+        claim, task = self._claim(task_id)
         if claim is not ClaimResult.CLAIMED:
             log.info("task %s: %s, nothing to run", task_id, claim.value)
             return claim.value
@@ -84,6 +89,31 @@ class TaskRunner:
         )
         return outcome.status.value
 
+    def _claim(self, task_id: uuid.UUID):
+        config = self._config
+        # A live owner finishes within the task's time limit; past that (plus slack for storing
+        # the outcome) stop waiting: if that worker dies later, the sweeper re-queues the task.
+        patience = config.task_timeout_max + 2 * config.worker_lease_seconds + 30
+        waited = 0.0
+        while True:
+            claim, task = self._retry_db(
+                lambda: self._tasks.claim(
+                    task_id,
+                    self._worker_id,
+                    self._clock(),
+                    config.max_attempts,
+                    config.worker_lease_seconds,
+                )
+            )
+            if claim is not ClaimResult.BUSY_ELSEWHERE or waited >= patience:
+                return claim, task
+            # Redelivered while the worker that claimed it still lives (it lost its broker
+            # connection, say): it will store the outcome, or die and let its lease run out.
+            if self._stop.is_set():
+                raise Stopping()
+            self._sleep(1.0)
+            waited += 1.0
+
     def _run(self, task: ClaimedTask) -> RunOutcome:
         language = self._config.languages.get(task.language)
         if language is None:
@@ -100,7 +130,7 @@ class TaskRunner:
         )
         delay = 1.0
         last_error: Exception | None = None
-        for attempt in range(1, self._config.max_attempts + 1):
+        for attempt in range(1, self._config.sandbox_retries + 1):
             if self._hard_stop.is_set():
                 raise Stopping()
             try:
@@ -111,15 +141,20 @@ class TaskRunner:
             except SandboxFailure as exc:
                 return RunOutcome(status=TaskStatus.ERROR, error=str(exc))
             except SandboxUnavailable as exc:
+                # The engine failed, not the user's code: try again after a pause.
                 if self._hard_stop.is_set():
                     raise Stopping() from exc
                 log.warning("task %s: sandbox unavailable (try %d): %s", task.id, attempt, exc)
                 last_error = exc
-                self._sleep(delay)
-                delay = min(delay * 2, 30.0)
+                if attempt < self._config.sandbox_retries:
+                    self._sleep(delay)
+                    delay = min(delay * 2, 30.0)
         return RunOutcome(
             status=TaskStatus.ERROR,
-            error=f"The service could not start a sandbox for this task: {last_error}",
+            error=(
+                f"The service could not start a sandbox for this task after"
+                f" {self._config.sandbox_retries} tries: {last_error}"
+            ),
         )
 
     def _retry_db(self, operation):
@@ -136,20 +171,103 @@ class TaskRunner:
                 delay = min(delay * 2, 15.0)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    channel: object
+    tag: int
+
+
+class Maintenance:
+    """The worker's background duties: its heartbeat, and re-queuing abandoned tasks.
+
+    Runs on its own thread with its own connections, so a slow database or broker never
+    stalls the consumer.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        registry: WorkerRegistry,
+        tasks: TaskStore,
+        publisher,
+        worker_id: uuid.UUID,
+        stopped: threading.Event,
+    ):
+        self._config = config
+        self._registry = registry
+        self._tasks = tasks
+        self._publisher = publisher
+        self._worker_id = worker_id
+        self._stopped = stopped
+        self._republished: dict[uuid.UUID, float] = {}
+
+    def heartbeat(self) -> None:
+        try:
+            self._registry.heartbeat(self._worker_id, socket.gethostname(), os.getpid())
+        except DatabaseUnavailable as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+    def sweep(self) -> list[uuid.UUID]:
+        """Publish a fresh message for each task whose worker is gone; return their ids."""
+        lease = self._config.worker_lease_seconds
+        try:
+            abandoned = self._tasks.abandoned(lease)
+            self._registry.forget_stale(24 * 3600)
+        except DatabaseUnavailable as exc:
+            log.warning("sweep skipped: %s", exc)
+            return []
+        now = time.monotonic()
+        # A message already sent may simply be waiting in a long queue: resend only rarely.
+        resend_after = max(60.0, 6 * lease)
+        published = []
+        for task_id in abandoned:
+            if now - self._republished.get(task_id, -resend_after) < resend_after:
+                continue
+            try:
+                self._publisher.publish(task_id)
+            except BrokerUnavailable as exc:
+                log.warning("could not re-queue abandoned task %s: %s", task_id, exc)
+                break
+            self._republished[task_id] = now
+            published.append(task_id)
+            log.warning("re-queued task %s: its worker is gone", task_id)
+        self._republished = {k: v for k, v in self._republished.items() if k in set(abandoned)}
+        return published
+
+    def run(self) -> None:
+        next_sweep = time.monotonic()
+        while not self._stopped.is_set():
+            self.heartbeat()
+            if time.monotonic() >= next_sweep:
+                self.sweep()
+                next_sweep = time.monotonic() + self._config.sweep_interval_seconds
+            self._stopped.wait(self._config.worker_heartbeat_seconds)
+
+
 class Worker:
     """The RabbitMQ side: consume with prefetch, run on a thread pool, ack after storing."""
 
-    def __init__(self, config: Config, runner: TaskRunner, sandbox, hard_stop: threading.Event):
+    def __init__(
+        self,
+        config: Config,
+        runner: TaskRunner,
+        sandbox,
+        stop: threading.Event,
+        hard_stop: threading.Event,
+    ):
         self._config = config
         self._runner = runner
         self._sandbox = sandbox
+        self._stop = stop
         self._hard_stop = hard_stop
-        self._stop = threading.Event()
         self._executor = ThreadPoolExecutor(
             max_workers=config.worker_concurrency, thread_name_prefix="task"
         )
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
+        # Every delivery of a task this worker is running. A task is run once per worker even
+        # when its message arrives again (a reconnect, a sweeper's resend); all of its
+        # deliveries are settled together when it ends.
+        self._deliveries: dict[uuid.UUID, list[Delivery]] = {}
+        self._deliveries_lock = threading.Lock()
 
     def request_stop(self, signum=None, frame=None) -> None:
         if self._stop.is_set():
@@ -173,6 +291,9 @@ class Worker:
                     log.warning("broker connection lost (%r); reconnecting in %.0f s", exc, delay)
                     self._stop.wait(delay)
                     delay = min(delay * 2, 30.0)
+            # Graceful stop with the broker away: still let running tasks store their outcome.
+            while self._busy() and not self._hard_stop.is_set():
+                time.sleep(0.2)
         finally:
             self._executor.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
 
@@ -198,8 +319,8 @@ class Worker:
                     connection.close()
 
     def _busy(self) -> bool:
-        with self._in_flight_lock:
-            return self._in_flight > 0
+        with self._deliveries_lock:
+            return bool(self._deliveries)
 
     def _on_message(self, connection, channel, method, properties, body: bytes) -> None:
         try:
@@ -208,18 +329,21 @@ class Worker:
             log.error("dead-lettering a poison message: %s", exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        with self._in_flight_lock:
-            self._in_flight += 1
-        self._executor.submit(self._work, connection, channel, method.delivery_tag, task_id)
+        delivery = Delivery(channel, method.delivery_tag)
+        with self._deliveries_lock:
+            running = task_id in self._deliveries
+            self._deliveries.setdefault(task_id, []).append(delivery)
+        if running:
+            log.info("task %s delivered again while running here; settled when it ends", task_id)
+            return
+        self._executor.submit(self._work, connection, task_id)
 
-    def _work(self, connection, channel, delivery_tag: int, task_id: uuid.UUID) -> None:
+    def _work(self, connection, task_id: uuid.UUID) -> None:
         settle = None
         try:
             result = self._runner.handle(task_id)
-            if result == ClaimResult.MISSING.value:
-                settle = functools.partial(channel.basic_reject, delivery_tag, requeue=False)
-            else:
-                settle = functools.partial(channel.basic_ack, delivery_tag)
+            # An id that names no task can never succeed: dead-letter it for a human to see.
+            settle = _reject if result == ClaimResult.MISSING.value else _ack
         except Stopping:
             log.info("task %s left unacked for redelivery", task_id)
         except Exception:
@@ -227,26 +351,35 @@ class Worker:
             # closes, and the attempt counter ends the task as `error` if it keeps failing.
             log.exception("task %s failed unexpectedly", task_id)
         finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
+            with self._deliveries_lock:
+                deliveries = self._deliveries.pop(task_id, [])
             if settle is not None:
                 try:
-                    connection.add_callback_threadsafe(functools.partial(_settle, settle))
+                    connection.add_callback_threadsafe(functools.partial(settle, deliveries))
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     # The connection is gone; the message will be redelivered and skipped,
                     # since its task is now final.
                     log.warning("could not ack task %s: %r", task_id, exc)
 
 
-def _settle(action) -> None:
-    try:
-        action()
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        log.warning("ack failed: %r", exc)
+def _ack(deliveries: list[Delivery]) -> None:
+    for delivery in deliveries:
+        # Deliveries on a channel that has since closed were requeued by the broker already.
+        if delivery.channel.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                delivery.channel.basic_ack(delivery.tag)
+
+
+def _reject(deliveries: list[Delivery]) -> None:
+    for delivery in deliveries:
+        if delivery.channel.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                delivery.channel.basic_reject(delivery.tag, requeue=False)
 
 
 def run_worker(config: Config) -> None:
     """Build the real collaborators and consume until stopped."""
+    from taskservice.queue import Publisher
     from taskservice.store.db import Database
     from taskservice.worker.sandbox import DockerSandbox, SandboxSettings, docker_client
 
@@ -261,15 +394,32 @@ def run_worker(config: Config) -> None:
             runtime=config.sandbox_runtime,
         ),
     )
+    # One connection per task thread, one for the maintenance thread.
     db = Database(config.database_url, size=config.worker_concurrency + 1)
-    hard_stop = threading.Event()
-    runner = TaskRunner(config, TaskStore(db), sandbox, hard_stop=hard_stop)
-    worker = Worker(config, runner, sandbox, hard_stop)
+    tasks = TaskStore(db)
+    registry = WorkerRegistry(db)
+    worker_id = uuid.uuid4()
+    stop, hard_stop, maintenance_stopped = threading.Event(), threading.Event(), threading.Event()
+    runner = TaskRunner(config, tasks, sandbox, worker_id, stop=stop, hard_stop=hard_stop)
+    worker = Worker(config, runner, sandbox, stop, hard_stop)
+    publisher = Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds)
+    maintenance = Maintenance(config, registry, tasks, publisher, worker_id, maintenance_stopped)
+    maintenance.heartbeat()  # be alive before the first claim
+    maintenance_thread = threading.Thread(target=maintenance.run, name="maintenance", daemon=True)
+    maintenance_thread.start()
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
+    log.info("worker %s started", worker_id)
     try:
         worker.run_forever()
     finally:
+        maintenance_stopped.set()
+        maintenance_thread.join(timeout=10)
+        # Leaving at once lets another worker take over unfinished tasks without waiting for
+        # this worker's lease to run out.
+        with contextlib.suppress(DatabaseUnavailable):
+            registry.leave(worker_id)
+        publisher.close()
         db.close()
         client.close()
-        log.info("worker stopped")
+        log.info("worker %s stopped", worker_id)

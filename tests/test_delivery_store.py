@@ -1,0 +1,121 @@
+"""Claims, leases, the sweeper's query and idempotency keys, against the real database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from taskservice.errors import IdempotencyKeyReused
+from taskservice.model import RunOutcome, TaskRequest, TaskStatus
+from taskservice.services import request_fingerprint
+from taskservice.store.tasks import ClaimResult, IdempotencyKey, TaskStore, WorkerRegistry
+from taskservice.store.users import UserStore
+
+LEASE = 10.0
+
+
+@pytest.fixture
+def tasks(db):
+    return TaskStore(db)
+
+
+@pytest.fixture
+def registry(db):
+    return WorkerRegistry(db)
+
+
+@pytest.fixture
+def user_id(db, clock):
+    return UserStore(db).create(uuid.uuid4(), "ada", "x", clock()).id
+
+
+def request(code: bytes = b"print(1)") -> TaskRequest:
+    return TaskRequest("python", code, b"", 5, 128)
+
+
+def age_heartbeat(db, worker_id: uuid.UUID, seconds: float) -> None:
+    with db.transaction() as cursor:
+        cursor.execute(
+            "UPDATE workers SET heartbeat_at = now() - make_interval(secs => %s) WHERE id = %s",
+            (seconds, worker_id),
+        )
+
+
+def test_a_live_owner_keeps_its_task_and_a_dead_one_loses_it(db, tasks, registry, user_id, clock):
+    task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
+    first, second = uuid.uuid4(), uuid.uuid4()
+    registry.heartbeat(first, "host", 1)
+    registry.heartbeat(second, "host", 2)
+    assert tasks.claim(task.id, first, clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
+
+    # The message comes back (say the first worker lost its broker connection) while the
+    # first worker still lives: the second must not run the task too.
+    assert tasks.claim(task.id, second, clock(), 3, LEASE)[0] is ClaimResult.BUSY_ELSEWHERE
+    assert tasks.abandoned(LEASE) == []
+
+    age_heartbeat(db, first, LEASE + 1)
+    assert tasks.abandoned(LEASE) == [task.id]
+    claim, claimed = tasks.claim(task.id, second, clock(), 3, LEASE)
+    assert claim is ClaimResult.CLAIMED and claimed.attempt == 2
+
+    done = RunOutcome(status=TaskStatus.SUCCEEDED, exit_code=0)
+    assert not tasks.finish(task.id, 1, done, clock())  # the first worker's late result
+    assert tasks.finish(task.id, 2, done, clock())
+    assert tasks.claim(task.id, first, clock(), 3, LEASE)[0] is ClaimResult.ALREADY_FINAL
+    assert tasks.abandoned(LEASE) == []
+
+
+def test_a_worker_that_left_frees_its_tasks_at_once(tasks, registry, user_id, clock):
+    task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
+    gone = uuid.uuid4()
+    registry.heartbeat(gone, "host", 1)
+    tasks.claim(task.id, gone, clock(), 3, LEASE)
+    registry.leave(gone)
+    assert tasks.abandoned(LEASE) == [task.id]
+    assert tasks.claim(task.id, uuid.uuid4(), clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
+
+
+def test_unknown_task_is_missing(tasks, clock):
+    assert tasks.claim(uuid.uuid4(), uuid.uuid4(), clock(), 3, LEASE)[0] is ClaimResult.MISSING
+
+
+def test_idempotency_key_returns_the_same_task(tasks, user_id, clock):
+    key = IdempotencyKey("key-1", request_fingerprint(request()))
+    first, created = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    assert created
+    again, created = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    assert not created and again.id == first.id
+
+    other = IdempotencyKey("key-1", request_fingerprint(request(b"print(2)")))
+    with pytest.raises(IdempotencyKeyReused):
+        tasks.create(uuid.uuid4(), user_id, request(b"print(2)"), clock(), other)
+
+    # Keys live 24 hours; after that the same key makes a new task.
+    clock.now += timedelta(hours=24, seconds=1)
+    later, created = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    assert created and later.id != first.id
+
+
+def test_idempotency_keys_belong_to_one_user(db, tasks, user_id, clock):
+    other_user = UserStore(db).create(uuid.uuid4(), "bob", "x", clock()).id
+    key = IdempotencyKey("shared", request_fingerprint(request()))
+    mine, _ = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    theirs, created = tasks.create(uuid.uuid4(), other_user, request(), clock(), key)
+    assert created and theirs.id != mine.id
+
+
+def test_an_unqueued_task_releases_its_key(tasks, user_id, clock):
+    key = IdempotencyKey("retry-me", request_fingerprint(request()))
+    failed, _ = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    assert tasks.fail_unqueued(failed.id, "broker away", clock())
+    retried, created = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    assert created and retried.id != failed.id
+
+
+def test_fingerprint_applies_defaults_and_separates_fields():
+    assert request_fingerprint(request()) == request_fingerprint(request())
+    shifted_a = TaskRequest("python", b"ab", b"c", 5, 128)
+    shifted_b = TaskRequest("python", b"a", b"bc", 5, 128)
+    assert request_fingerprint(shifted_a) != request_fingerprint(shifted_b)
