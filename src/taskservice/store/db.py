@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg2
@@ -14,6 +15,10 @@ import psycopg2.extras
 from taskservice.errors import DatabaseUnavailable
 
 psycopg2.extras.register_uuid()
+
+# A connection used this recently is handed out without a check: the check costs a round trip,
+# and a failure right after a success is rare enough to be answered with a 503.
+_TRUST_IDLE_SECONDS = 1.0
 
 # Errors that mean the connection or the server is gone, as opposed to a bad statement.
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
@@ -29,7 +34,9 @@ class Database:
     def __init__(self, dsn: str, size: int = 4, connect_timeout: int = 3):
         self._dsn = dsn
         self._connect_timeout = connect_timeout
-        self._idle: queue.LifoQueue[psycopg2.extensions.connection] = queue.LifoQueue()
+        self._idle: queue.LifoQueue[tuple[psycopg2.extensions.connection, float]] = (
+            queue.LifoQueue()
+        )
         self._slots = threading.BoundedSemaphore(size)
 
     def _connect(self) -> psycopg2.extensions.connection:
@@ -40,6 +47,28 @@ class Database:
             cursor_factory=psycopg2.extras.RealDictCursor,
         )
 
+    def _checkout(self) -> psycopg2.extensions.connection:
+        """An idle connection that still works, or a new one.
+
+        A connection idle for a while is checked first, so that the first request after a
+        database restart gets a fresh connection instead of a 503 from a dead one.
+        """
+        while True:
+            try:
+                conn, idle_since = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            if time.monotonic() - idle_since < _TRUST_IDLE_SECONDS:
+                return conn
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                conn.rollback()
+                return conn
+            except CONNECTION_ERRORS:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
         if not self._slots.acquire(timeout=30):
@@ -47,10 +76,7 @@ class Database:
         conn = None
         broken = False
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._connect()
+            conn = self._checkout()
             with conn.cursor() as cursor:
                 yield cursor
             conn.commit()
@@ -70,13 +96,13 @@ class Database:
                     with contextlib.suppress(Exception):
                         conn.close()
                 else:
-                    self._idle.put(conn)
+                    self._idle.put((conn, time.monotonic()))
             self._slots.release()
 
     def close(self) -> None:
         while True:
             try:
-                conn = self._idle.get_nowait()
+                conn, _ = self._idle.get_nowait()
             except queue.Empty:
                 return
             with contextlib.suppress(Exception):

@@ -134,6 +134,8 @@ class TaskRunner:
             if self._hard_stop.is_set():
                 raise Stopping()
             try:
+                if task.attempt > 1:
+                    self._sandbox.remove_task_containers(job.task_id)
                 outcome = self._sandbox.run(job)
                 if self._hard_stop.is_set():
                     raise Stopping()  # killed by our own hard stop: not the program's outcome

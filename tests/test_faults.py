@@ -1,0 +1,336 @@
+"""Every accepted task ends exactly once, through real faults: kills, stops and restarts.
+
+The processes are the real `taskservice api` and `taskservice worker`; the brokers and
+databases that get stopped are private ones (tests/private_services.py), never the shared ones.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import uuid
+from dataclasses import replace
+
+import pika
+import psycopg2
+import pytest
+import requests
+
+from taskservice.queue import dead_letter_queue
+from taskservice.store.migrate import migrate
+from tests.conftest import TEST_JWT_SECRET
+from tests.private_services import PrivatePostgres, PrivateRabbitMQ
+from tests.service import ApiUser, Process, free_port, service_env, wait_for_api
+
+SLOW_TASK = "import time\nprint('start', flush=True)\ntime.sleep({seconds})\nprint('done')"
+
+
+class Stack:
+    """An API and any number of workers on one database and queue, with fast fault timings."""
+
+    def __init__(self, config, logs, **overrides: str):
+        self.config = config
+        self.logs = logs
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = service_env(
+            config,
+            TEST_JWT_SECRET,
+            PORT=str(self.port),
+            WORKER_HEARTBEAT_SECONDS="0.5",
+            WORKER_LEASE_SECONDS="3",
+            SWEEP_INTERVAL_SECONDS="1",
+            BROKER_TIMEOUT_SECONDS="2",
+            **overrides,
+        )
+        self.processes: list[Process] = []
+
+    def api(self) -> Process:
+        api = self._start("api")
+        wait_for_api(self.base, api)
+        return api
+
+    def worker(self, **overrides: str) -> Process:
+        return self._start("worker", **overrides)
+
+    def _start(self, command: str, **overrides: str) -> Process:
+        number = len(self.processes)
+        process = Process(command, {**self.env, **overrides}, self.logs / f"{number}-{command}.log")
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop(timeout=15)
+
+
+@pytest.fixture
+def stack_factory(config, tmp_path):
+    stacks = []
+
+    def make(config=config, **overrides: str) -> Stack:
+        stack = Stack(config, tmp_path, **overrides)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop_all()
+
+
+@pytest.fixture
+def queue_config(config):
+    """The test config with a queue of its own, so no other worker takes these tasks."""
+    return replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def rabbit():
+    broker = PrivateRabbitMQ()
+    broker.start()
+    yield broker
+    broker.remove()
+
+
+def status_of(user: ApiUser, task_id: str) -> dict:
+    response = requests.get(f"{user.base}/status/{task_id}", headers=user.headers, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until_running(user: ApiUser, task_id: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while status_of(user, task_id)["status"] != "running":
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the container start its program
+
+
+def task_containers(docker_client, task_id: str) -> list:
+    return docker_client.containers.list(
+        all=True, filters={"label": f"taskservice.task_id={task_id}"}
+    )
+
+
+def wait_no_containers(docker_client, task_id: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while task_containers(docker_client, task_id):
+        assert time.monotonic() < deadline, f"a container of task {task_id} was left"
+        time.sleep(0.2)
+
+
+def test_worker_killed_mid_task_runs_again_once(queue_config, stack_factory, docker_client):
+    stack = stack_factory(queue_config)
+    stack.api()
+    doomed = stack.worker()
+    user = ApiUser(stack.base)
+    task_id = user.submit(SLOW_TASK.format(seconds=3), timeout=20)
+    wait_until_running(user, task_id)
+    assert len(task_containers(docker_client, task_id)) == 1
+    doomed.kill()
+
+    stack.worker()
+    result = user.wait(task_id, within=60)
+    assert result["status"] == "succeeded"
+    assert result["stdout"] == "start\ndone\n"
+    assert status_of(user, task_id)["attempts"] == 2
+    wait_no_containers(docker_client, task_id)
+
+
+def test_broker_outage(queue_config, stack_factory, rabbit):
+    stack = stack_factory(replace(queue_config, amqp_url=rabbit.url))
+    stack.api()
+    worker = stack.worker()
+    user = ApiUser(stack.base)
+    before = user.submit("print('before')")
+    assert user.wait(before)["stdout"] == "before\n"
+
+    # Tasks waiting in the broker while it restarts: durable queue, persistent messages.
+    worker.stop()
+    waiting = [user.submit(f"print({n})") for n in range(5)]
+    rabbit.stop()
+
+    started = time.monotonic()
+    refused = requests.post(
+        f"{stack.base}/task", json={"code": "print('lost?')"}, headers=user.headers, timeout=30
+    )
+    assert refused.status_code == 503, refused.text
+    assert time.monotonic() - started < 6
+    assert set(refused.json()) == {"title", "description"}
+    with psycopg2.connect(queue_config.database_url) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT status, error FROM tasks WHERE code = %s", (b"print('lost?')",))
+        ((status, error),) = cursor.fetchall()
+    assert status == "error" and "never queued" in error  # not left `queued` forever
+
+    rabbit.start()
+    after = user.submit("print('after')")  # the same API process, recovered by itself
+    stack.worker()
+    for n, task_id in enumerate(waiting):
+        assert user.wait(task_id)["stdout"] == f"{n}\n"
+    assert user.wait(after)["stdout"] == "after\n"
+
+    # A running worker reconnects by itself after the broker comes back.
+    rabbit.restart()
+    again = user.submit("print('again')")
+    assert user.wait(again, within=90)["stdout"] == "again\n"
+
+
+def test_database_restart(queue_config, stack_factory):
+    postgres = PrivatePostgres()
+    try:
+        postgres.start()
+        admin = psycopg2.connect(postgres.url())
+        admin.autocommit = True
+        admin.cursor().execute("CREATE DATABASE taskservice")
+        admin.close()
+        database_url = postgres.url("taskservice")
+        migrate(database_url)
+        stack = stack_factory(replace(queue_config, database_url=database_url))
+        stack.api()
+        stack.worker()
+        user = ApiUser(stack.base)
+        task_id = user.submit(SLOW_TASK.format(seconds=2), timeout=20)
+        wait_until_running(user, task_id)
+
+        postgres.stop()
+        gone = requests.get(f"{stack.base}/status/{task_id}", headers=user.headers, timeout=30)
+        assert gone.status_code == 503, gone.text
+        assert set(gone.json()) == {"title", "description"}
+        refused = requests.post(
+            f"{stack.base}/task", json={"code": "1"}, headers=user.headers, timeout=30
+        )
+        assert refused.status_code == 503
+        time.sleep(3)  # the program ends while the database is away; its outcome must wait
+
+        postgres.start()
+        result = user.wait(task_id, within=60)
+        assert result["status"] == "succeeded" and result["stdout"] == "start\ndone\n"
+        assert status_of(user, task_id)["attempts"] == 1  # stored late, not run again
+        assert user.wait(user.submit("print(2)"))["stdout"] == "2\n"
+    finally:
+        postgres.remove()
+
+
+def test_docker_engine_away_ends_in_error_without_crashing(queue_config, stack_factory, tmp_path):
+    stack = stack_factory(queue_config, SANDBOX_RETRIES="2")
+    stack.api()
+    worker = stack.worker(DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    user = ApiUser(stack.base)
+    result = user.wait(user.submit("print(1)"))
+    assert result["status"] == "error"
+    assert "could not start a sandbox" in result["error"]
+    assert "after 2 tries" in result["error"]
+    assert result["exit_code"] is None
+    assert worker.alive()
+
+
+def test_poison_messages_are_dead_lettered(queue_config, stack_factory):
+    stack = stack_factory(queue_config)
+    stack.api()
+    worker = stack.worker()
+    user = ApiUser(stack.base)
+    assert user.wait(user.submit("print(1)"))["status"] == "succeeded"  # topology exists
+
+    connection = pika.BlockingConnection(pika.URLParameters(queue_config.amqp_url))
+    channel = connection.channel()
+    poison = [b"not json", json.dumps({"task_id": str(uuid.uuid4())}).encode(), b"{}"]
+    for body in poison:
+        channel.basic_publish("", queue_config.queue_name, body)
+    dead = dead_letter_queue(queue_config.queue_name)
+    deadline = time.monotonic() + 30
+    while channel.queue_declare(dead, passive=True).method.message_count < len(poison):
+        assert time.monotonic() < deadline, "poison messages did not reach the dead-letter queue"
+        time.sleep(0.2)
+    bodies = []
+    for _ in poison:
+        _, _, body = channel.basic_get(dead, auto_ack=True)
+        bodies.append(body)
+    assert sorted(bodies) == sorted(poison)
+    assert channel.queue_declare(queue_config.queue_name, passive=True).method.message_count == 0
+    connection.close()
+    assert worker.alive()
+    assert user.wait(user.submit("print(2)"))["stdout"] == "2\n"
+
+
+def test_sweeper_requeues_a_task_whose_message_was_lost(queue_config, stack_factory):
+    stack = stack_factory(queue_config)
+    stack.api()
+    user = ApiUser(stack.base)
+    task_id = user.submit("print('found')")
+    # Its message is lost and it looks claimed by a worker that died.
+    connection = pika.BlockingConnection(pika.URLParameters(queue_config.amqp_url))
+    connection.channel().queue_purge(queue_config.queue_name)
+    connection.close()
+    with psycopg2.connect(queue_config.database_url) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "UPDATE tasks SET status = 'running', attempts = 1, claimed_by = %s,"
+            " started_at = now() WHERE id = %s",
+            (str(uuid.uuid4()), task_id),
+        )
+    stack.worker()
+    result = user.wait(task_id, within=60)
+    assert result["stdout"] == "found\n"
+    assert status_of(user, task_id)["attempts"] == 2
+
+
+def test_first_sigterm_finishes_the_running_task(queue_config, stack_factory):
+    stack = stack_factory(queue_config)
+    stack.api()
+    worker = stack.worker()
+    user = ApiUser(stack.base)
+    task_id = user.submit(SLOW_TASK.format(seconds=2), timeout=20)
+    wait_until_running(user, task_id)
+    worker.signal(signal.SIGTERM)
+    assert worker.popen.wait(timeout=30) == 0
+    result = user.wait(task_id, within=5)
+    assert result["status"] == "succeeded" and result["stdout"] == "start\ndone\n"
+    assert status_of(user, task_id)["attempts"] == 1
+
+
+def test_second_sigterm_stops_at_once_and_the_task_runs_again(
+    queue_config, stack_factory, docker_client
+):
+    stack = stack_factory(queue_config)
+    stack.api()
+    worker = stack.worker()
+    user = ApiUser(stack.base)
+    task_id = user.submit(SLOW_TASK.format(seconds=4), timeout=20)
+    wait_until_running(user, task_id)
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    worker.signal(signal.SIGTERM)
+    worker.popen.wait(timeout=30)
+    assert time.monotonic() - started < 3, "the hard stop waited for the task"
+    assert status_of(user, task_id)["status"] == "running"  # no outcome stored for it
+    wait_no_containers(docker_client, task_id, within=5)
+
+    stack.worker()
+    result = user.wait(task_id, within=60)
+    assert result["status"] == "succeeded" and result["stdout"] == "start\ndone\n"
+    assert status_of(user, task_id)["attempts"] == 2
+
+
+def test_gunicorn_sigterm_finishes_requests_in_flight(queue_config, stack_factory):
+    stack = stack_factory(queue_config)
+    api = stack.api()
+    user = ApiUser(stack.base)
+    body = json.dumps({"code": "print('in flight')"}).encode()
+    request_head = (
+        f"POST /task HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {user.headers['Authorization']}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as conn:
+        conn.sendall(request_head + body[:10])  # the request is in flight...
+        time.sleep(0.5)
+        api.signal(signal.SIGTERM)  # ...when the API is told to stop
+        time.sleep(0.5)
+        conn.sendall(body[10:])
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 201"), reply[:200]
+    assert api.popen.wait(timeout=30) == 0
