@@ -8,13 +8,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 
-.PHONY: run test lint format prepare venv services docker image migrate clean
+.PHONY: run test fuzz lint format prepare venv services docker image browser migrate clean
 
 run: prepare
 	@scripts/run.sh
 
-test: venv services docker image lint
+test: venv services docker image browser lint
 	$(BIN)/pytest -q
+
+# The contract test with many more generated cases per operation than `make test` runs.
+fuzz: venv services docker image
+	CONTRACT_EXAMPLES=$${CONTRACT_EXAMPLES:-2000} $(BIN)/pytest -q tests/test_contract.py
 
 lint: venv
 	$(BIN)/ruff check .
@@ -42,6 +46,9 @@ docker:
 
 image: docker
 	@scripts/build-sandbox-image.sh
+
+browser:
+	@scripts/ensure-browser.sh
 
 migrate: venv services
 	$(BIN)/taskservice migrate

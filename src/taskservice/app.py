@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,15 @@ class BodyLimitMiddleware:
         limit = getattr(resource, "max_body_bytes", DEFAULT_BODY_LIMIT)
         if req.content_length is not None and req.content_length > limit:
             raise errors.PayloadTooLarge(f"The request body is over {limit} bytes.")
+
+
+def _json_loads(text: str):
+    try:
+        return json.loads(text)
+    except RecursionError:
+        # A few thousand nested brackets fit in any body limit and exhaust the parser's stack;
+        # Falcon answers 400 for a ValueError, where a RecursionError would be a 500.
+        raise ValueError("The JSON is nested too deeply.") from None
 
 
 def _domain_error_handler(req, resp, exc, params):
@@ -103,7 +113,7 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = False
     # JSON only: Falcon would otherwise also parse form bodies into media.
     app.req_options.media_handlers = falcon.media.Handlers(
-        {falcon.MEDIA_JSON: falcon.media.JSONHandler()}
+        {falcon.MEDIA_JSON: falcon.media.JSONHandler(loads=_json_loads)}
     )
     app.set_error_serializer(errors.serialize_error)
     app.add_error_handler(Exception, _unexpected_error_handler)

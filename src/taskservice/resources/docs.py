@@ -1,7 +1,6 @@
 """The API's own description: the hand-written OpenAPI spec and the vendored Swagger UI."""
 
 import json
-import mimetypes
 from pathlib import Path
 
 import falcon
@@ -12,6 +11,16 @@ SWAGGER_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "connect-src 'self'; frame-ancestors 'none'"
 )
+
+# Fixed here rather than guessed with `mimetypes`, whose answers depend on the machine's
+# /etc/mime.types; openapi.yaml lists these. LICENSE, NOTICE and VERSION are plain text.
+SWAGGER_MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+}
+PLAIN_TEXT = "text/plain; charset=utf-8"
 
 
 class OpenApiResource:
@@ -41,7 +50,7 @@ class SwaggerUiResource:
         path = self._files.get(filename or "index.html")
         if path is None:
             raise falcon.HTTPNotFound(description=f"No file named {filename!r} in the Swagger UI.")
-        resp.content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        resp.content_type = SWAGGER_MEDIA_TYPES.get(path.suffix, PLAIN_TEXT)
         resp.data = path.read_bytes()
         resp.set_header("Content-Security-Policy", SWAGGER_CSP)
         resp.set_header("X-Content-Type-Options", "nosniff")
