@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 
-.PHONY: run test fuzz lint format prepare venv services docker image browser migrate clean
+.PHONY: run test chaos fuzz lint format prepare venv services docker image browser migrate clean
 
 run: prepare
 	@scripts/run.sh
@@ -52,6 +52,10 @@ browser:
 
 migrate: venv services
 	$(BIN)/taskservice migrate
+
+# A few hundred tasks through worker kills and a broker restart; prints the tally.
+chaos: venv services docker image
+	CHAOS_TASKS=$${CHAOS_TASKS:-300} $(BIN)/pytest -q -s tests/test_chaos.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
