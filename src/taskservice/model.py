@@ -1,15 +1,21 @@
 """The domain's plain data: task statuses, the limits a task runs under, and its outcome.
 
-Status transitions (the only ones the store performs; each is a guarded UPDATE in store/tasks.py):
+Status transitions: the only ones there are, each a guarded UPDATE in store/tasks.py.
 
-    queued  -> running    a worker claimed the task (attempts += 1)
-    running -> running    the message was redelivered after a worker died mid-run (attempts += 1)
+    queued  -> running    claim: a worker took the task (attempts += 1, claimed_by = worker)
+    running -> running    claim: the message came back and the worker that held the task is
+                          gone (no heartbeat within the lease), so another takes over
+                          (attempts += 1); while the holder lives, the claim waits instead
     running -> succeeded | failed | timed_out | error
-                          the worker stored the outcome of the attempt it claimed
-    queued  -> error      the broker refused the message, so it will never run; or attempts ran out
-    running -> error      attempts ran out (the task killed its worker too many times)
+                          finish: the worker stored the outcome of the attempt it claimed;
+                          a stale attempt's outcome is refused, so one outcome is stored
+    queued  -> error      fail_unqueued: the broker refused the message, so it never runs
+    queued | running -> error
+                          claim: attempts ran out (the task's workers kept dying)
 
-A final status never changes again, so a redelivered message for a finished task is skipped.
+The sweeper moves nothing itself: it re-publishes the id of a task `running` on a gone worker,
+and the claim above does the rest. A final status never changes again, so any later message
+for a finished task is acked and skipped.
 """
 
 from __future__ import annotations
