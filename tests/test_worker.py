@@ -98,3 +98,22 @@ def test_engine_away_ends_in_error_after_bounded_retries(config, tasks, new_task
     result = tasks.result_for_owner(task_id, new_task.user_id)
     assert result.task.status is TaskStatus.ERROR
     assert "could not start a sandbox" in result.outcome.error
+
+
+class SandboxWithABug:
+    """Stands for a bug in the service's own code, which no real engine can be made to cause."""
+
+    def run(self, job):
+        raise KeyError("a bug")
+
+    def remove_task_containers(self, task_id):
+        return 0
+
+
+def test_a_bug_while_running_ends_the_task_as_error(config, tasks, new_task, clock):
+    task_id = new_task("print(1)")
+    runner = TaskRunner(config, tasks, SandboxWithABug(), WORKER_ID, clock=clock)
+    assert runner.handle(task_id) == "error"
+    result = tasks.result_for_owner(task_id, new_task.user_id)
+    assert result.task.status is TaskStatus.ERROR
+    assert "KeyError" in result.outcome.error

@@ -39,9 +39,9 @@ class Accounts:
         user = self._users.find_by_username(username)
         # Always run bcrypt, against a dummy hash when there is no such user, so both failures
         # take the same time and give the same answer.
-        if not self._hasher.verify(password, user.password_hash if user else None):
+        matched = self._hasher.verify(password, user.password_hash if user else None)
+        if user is None or not matched:
             raise InvalidCredentials()
-        assert user is not None
         return self._tokens.issue(user.id)
 
 

@@ -33,7 +33,12 @@ from taskservice.errors import BrokerUnavailable, DatabaseUnavailable
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.queue import connection_parameters, declare_topology, decode_message
 from taskservice.store.tasks import ClaimResult, TaskStore, WorkerRegistry
-from taskservice.worker.sandbox import SandboxFailure, SandboxJob, SandboxUnavailable
+from taskservice.worker.sandbox import (
+    SandboxFailure,
+    SandboxJob,
+    SandboxSettings,
+    SandboxUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,18 @@ class TaskRunner:
             log.info("task %s: %s, nothing to run", task_id, claim.value)
             return claim.value
         assert task is not None
-        outcome = self._run(task)
+        try:
+            outcome = self._run(task)
+        except Stopping:
+            raise
+        except Exception as exc:
+            # A bug of ours must not leave the task `running` for ever under a live worker:
+            # it ends as `error`, and the message is acked.
+            log.exception("task %s: unexpected failure while running it", task.id)
+            outcome = RunOutcome(
+                status=TaskStatus.ERROR,
+                error=f"The worker failed while running this task ({type(exc).__name__}).",
+            )
         stored = self._retry_db(
             lambda: self._tasks.finish(task.id, task.attempt, outcome, self._clock())
         )
@@ -349,8 +365,8 @@ class Worker:
         except Stopping:
             log.info("task %s left unacked for redelivery", task_id)
         except Exception:
-            # Unknown failure: leave the message unacked. It comes back when this connection
-            # closes, and the attempt counter ends the task as `error` if it keeps failing.
+            # A failure outside a run (say, in the claim): leave the message unacked. It comes
+            # back when this connection closes, and the attempt counter bounds the retries.
             log.exception("task %s failed unexpectedly", task_id)
         finally:
             with self._deliveries_lock:
@@ -379,23 +395,25 @@ def _reject(deliveries: list[Delivery]) -> None:
                 delivery.channel.basic_reject(delivery.tag, requeue=False)
 
 
+def sandbox_settings(config: Config) -> SandboxSettings:
+    """The limits every task runs under; the benchmarks' direct runs use the same."""
+    return SandboxSettings(
+        cpus=config.task_cpus,
+        pids=config.task_pids,
+        tmp_mb=config.task_tmp_mb,
+        max_output_bytes=config.max_output_bytes,
+        runtime=config.sandbox_runtime,
+    )
+
+
 def run_worker(config: Config) -> None:
     """Build the real collaborators and consume until stopped."""
     from taskservice.queue import Publisher
     from taskservice.store.db import Database
-    from taskservice.worker.sandbox import DockerSandbox, SandboxSettings, docker_client
+    from taskservice.worker.sandbox import DockerSandbox, docker_client
 
     client = docker_client(config.docker_host)
-    sandbox = DockerSandbox(
-        client,
-        SandboxSettings(
-            cpus=config.task_cpus,
-            pids=config.task_pids,
-            tmp_mb=config.task_tmp_mb,
-            max_output_bytes=config.max_output_bytes,
-            runtime=config.sandbox_runtime,
-        ),
-    )
+    sandbox = DockerSandbox(client, sandbox_settings(config))
     # One connection per task thread, one for the maintenance thread.
     db = Database(config.database_url, size=config.worker_concurrency + 1)
     tasks = TaskStore(db)
