@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 
-.PHONY: run test chaos fuzz lint format prepare venv services docker image browser migrate clean
+.PHONY: run test chaos bench fuzz lint format prepare venv services docker image browser migrate clean
 
 run: prepare
 	@scripts/run.sh
@@ -56,6 +56,17 @@ migrate: venv services
 # A few hundred tasks through worker kills and a broker restart; prints the tally.
 chaos: venv services docker image
 	CHAOS_TASKS=$${CHAOS_TASKS:-300} $(BIN)/pytest -q -s tests/test_chaos.py
+
+# The service against the sandbox's own cost, side by side (bench/*.py); a few minutes.
+# Figures go to bench/results/*.json; BENCH_* variables size the runs (see each script).
+bench: venv services docker image
+	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq \
+	  && apt-get install -y -qq wrk >/dev/null; } || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 1; }
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.footprint
+	@$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,169 @@
+"""API: requests per second and p99 latency of `GET /status/{id}` and `POST /task` under many
+concurrent connections, against a bare Falcon app (bench/bare_app.py) with endpoints of the same
+shape, served with the service's own gunicorn settings.
+
+Load comes from wrk (Debian's package) on this machine, with bench/wrk_report.lua. No worker
+runs: the submitted tasks stay queued, and go away with the run's database and queue.
+
+Knobs: BENCH_API_SECONDS (10) per measurement, BENCH_API_CONNECTIONS (64).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+from bench.common import (
+    ROOT,
+    BareGunicorn,
+    Client,
+    Service,
+    comparison,
+    knob,
+    print_comparisons,
+    private_config,
+    service_env,
+    wait_for_quiet_machine,
+    write_results,
+)
+
+TARGET_STATUS_RATIO = 0.6
+TARGET_SUBMIT_RATIO = 0.35
+WRK_SCRIPT = ROOT / "bench" / "wrk_report.lua"
+WRK_THREADS = 2
+WARMUP_SECONDS = 2
+TASK_BODY = json.dumps({"code": "print(1)"})
+
+
+def wrk(url: str, seconds: int, connections: int, method: str, body: str, token: str) -> dict:
+    """One wrk run; its summary, with requests per second and the error count added."""
+    command = [
+        "wrk",
+        f"-t{WRK_THREADS}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
+    env = {**os.environ, "WRK_METHOD": method, "WRK_BODY": body, "WRK_TOKEN": token}
+    finished = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=seconds + 30, check=True
+    )
+    line = next((ln for ln in finished.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{finished.stdout}\n{finished.stderr}")
+    summary = json.loads(line.removeprefix("WRK_JSON "))
+    summary["rps"] = round(summary["requests"] / (summary["duration_us"] / 1e6), 1)
+    summary["error_count"] = sum(summary["errors"].values())
+    return summary
+
+
+def measure(name: str, url: str, method: str, body: str, token: str, seconds: int, conns: int):
+    wrk(url, WARMUP_SECONDS, conns, method, body, token)  # connections and pools opened
+    result = wrk(url, seconds, conns, method, body, token)
+    print(
+        f"  {name:<14} {result['rps']:>8.1f} req/s  p99 {result['latency_us']['p99'] / 1000:7.1f}"
+        f" ms  errors {result['error_count']}"
+    )
+    return result
+
+
+def main() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench.api needs wrk: apt-get install wrk (make bench installs it)")
+    seconds = knob("API_SECONDS", 10)
+    connections = knob("API_CONNECTIONS", 64)
+    quiet = wait_for_quiet_machine()
+    print(f"api: wrk, {connections} connections, {seconds} s each, service vs bare Falcon")
+    with (
+        private_config() as config,
+        Service(config, worker=False) as service,
+        BareGunicorn("bench.bare_app:app", service_env(config)) as bare,
+    ):
+        client = Client(service.base)
+        task_id = client.submit()
+        token = client.token
+        client.close()
+        runs = {
+            "bare_get": measure(
+                "bare GET", f"{bare.base}/status/{task_id}", "GET", "", "", seconds, connections
+            ),
+            "status": measure(
+                "GET /status",
+                f"{service.base}/status/{task_id}",
+                "GET",
+                "",
+                token,
+                seconds,
+                connections,
+            ),
+            "bare_post": measure(
+                "bare POST", f"{bare.base}/task", "POST", TASK_BODY, "", seconds, connections
+            ),
+            "submit": measure(
+                "POST /task",
+                f"{service.base}/task",
+                "POST",
+                TASK_BODY,
+                token,
+                seconds,
+                connections,
+            ),
+        }
+
+    def p99_ms(run: str) -> float:
+        return runs[run]["latency_us"]["p99"] / 1000
+
+    comparisons = [
+        comparison(
+            "GET /status req/s, service / bare",
+            runs["status"]["rps"],
+            runs["bare_get"]["rps"],
+            ">=",
+            TARGET_STATUS_RATIO,
+        ),
+        comparison("GET /status p99 ms, service / bare", p99_ms("status"), p99_ms("bare_get")),
+        comparison(
+            "POST /task req/s, service / bare",
+            runs["submit"]["rps"],
+            runs["bare_post"]["rps"],
+            ">=",
+            TARGET_SUBMIT_RATIO,
+        ),
+        comparison("POST /task p99 ms, service / bare", p99_ms("submit"), p99_ms("bare_post")),
+    ]
+    errors = sum(run["error_count"] for run in runs.values())
+    no_errors = {
+        "what": "errors (connect, read, write, timeout, non-2xx)",
+        "service": runs["status"]["error_count"] + runs["submit"]["error_count"],
+        "baseline": runs["bare_get"]["error_count"] + runs["bare_post"]["error_count"],
+        "ratio": None,
+        "target": "0",
+        "met": errors == 0,
+    }
+    comparisons.append(no_errors)
+    print_comparisons(comparisons)
+    write_results(
+        "api",
+        {
+            "settings": {
+                "seconds": seconds,
+                "connections": connections,
+                "wrk_threads": WRK_THREADS,
+                "api_workers": config.api_workers,
+                "db_pool_size": config.db_pool_size,
+            },
+            "quiet": quiet,
+            "figures": runs,
+            "comparisons": comparisons,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""What every benchmark needs: a private database and queue, the service's real processes, a
+client, the direct-sandbox baseline, percentiles, resident memory, and the results file.
+
+Benchmarks are run from the repository root as modules (``python -m bench.latency``), so that
+they can share the tests' process helpers. Knobs are ``BENCH_*`` environment variables, read
+here and only here (the service itself reads its settings through ``taskservice.config``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pika
+import psycopg2
+import requests
+
+from taskservice.config import Config, load_config
+from taskservice.model import TaskStatus
+from taskservice.queue import dead_letter_queue
+from taskservice.store.migrate import migrate
+from taskservice.worker.main import sandbox_settings
+from taskservice.worker.sandbox import DockerSandbox, SandboxJob, docker_client
+from tests.service import Process, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "bench" / "results"
+TRIVIAL_CODE = "print(1)"
+FINAL_STATUSES = {status.value for status in TaskStatus if status.is_final}
+
+
+# --- knobs -------------------------------------------------------------------------------------
+
+
+def knob(name: str, default, convert=int):
+    """A ``BENCH_<name>`` setting from the environment, or ``default``."""
+    raw = os.environ.get(f"BENCH_{name}", "").strip()
+    return convert(raw) if raw else default
+
+
+def knob_list(name: str, default: list[int]) -> list[int]:
+    raw = os.environ.get(f"BENCH_{name}", "").strip()
+    return [int(part) for part in raw.split(",") if part.strip()] if raw else default
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def wait_for_quiet_machine() -> dict:
+    """With BENCH_QUIET_LOAD set, wait (BENCH_QUIET_WAIT seconds at most) for the 1-minute load
+    average to drop under it: figures taken while other work runs are noise. Returns what
+    happened, for the results file.
+    """
+    threshold = knob("QUIET_LOAD", 0.0, float)
+    waited = 0
+    if threshold > 0:
+        limit = knob("QUIET_WAIT", 2400)
+        while load_average() >= threshold and waited < limit:
+            print(f"  load {load_average():.2f} >= {threshold}: waiting for a quieter machine")
+            time.sleep(30)
+            waited += 30
+    return {"load_at_start": load_average(), "quiet_threshold": threshold, "waited_s": waited}
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100), interpolating between the two nearest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def comparison(
+    what: str, service: float, baseline: float, target_op: str = "", target: float | None = None
+) -> dict:
+    """One 'service against its baseline' line: the ratio, and whether it meets its target
+    (``met`` is None for a line shown for information, without a target).
+    """
+    ratio = service / baseline if baseline else math.nan
+    met = None
+    if target is not None:
+        met = bool(ratio <= target if target_op == "<=" else ratio >= target)
+    return {
+        "what": what,
+        "service": round(service, 2),
+        "baseline": round(baseline, 2),
+        "ratio": round(ratio, 3),
+        "target": f"{target_op} {target}" if target is not None else "-",
+        "met": met,
+    }
+
+
+def verdict(met: bool | None) -> str:
+    return {True: "ok", False: "MISSED", None: ""}[met]
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of one process (VmRSS), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces; the parent pid follows its ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def tree_rss_kib(pid: int) -> dict:
+    """A process and its direct children (a gunicorn master and its workers): each and the sum."""
+    pids = [pid, *child_pids(pid)]
+    each = {str(p): rss_kib(p) for p in pids}
+    return {"total_kib": sum(each.values()), "processes": each}
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+def write_results(name: str, results: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_at_end": load_average(),
+        **results,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"  written to {path.relative_to(ROOT)}")
+    return path
+
+
+def print_comparisons(comparisons: list[dict]) -> None:
+    for line in comparisons:
+        ratio = "-" if line["ratio"] is None else line["ratio"]
+        print(
+            f"  {line['what']:<44} service {line['service']:>9}  baseline {line['baseline']:>9}"
+            f"  ratio {ratio:>6}  target {line['target']:<7}  {verdict(line['met'])}"
+        )
+
+
+# --- a private database and queue --------------------------------------------------------------
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _delete_queues(config: Config) -> None:
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
+        channel = connection.channel()
+        for queue in (config.queue_name, dead_letter_queue(config.queue_name)):
+            channel.queue_delete(queue)
+        channel.exchange_delete(dead_letter_queue(config.queue_name))
+        connection.close()
+
+
+@contextlib.contextmanager
+def private_config() -> Iterator[Config]:
+    """The machine's Config with a database (migrated) and queue of this run's own, both
+    removed at the end. Everything else (limits, concurrency, workers) is the real setting.
+    """
+    run_id = uuid.uuid4().hex[:10]
+    base = load_config(
+        {
+            **os.environ,
+            "QUEUE_NAME": f"taskservice.bench.{run_id}",
+            "JWT_SECRET": os.environ.get("JWT_SECRET") or secrets.token_hex(32),
+        }
+    )
+    name = f"taskservice_bench_{run_id}"
+    admin = psycopg2.connect(_with_database(base.database_url, "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    config = replace(base, database_url=_with_database(base.database_url, name))
+    try:
+        migrate(config.database_url)
+        yield config
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+        _delete_queues(config)
+
+
+# --- the service's processes -------------------------------------------------------------------
+
+
+def service_env(config: Config, **overrides: str) -> dict[str, str]:
+    """The processes' environment: the machine's, plus this run's database, queue and secret."""
+    return {
+        **os.environ,
+        "DATABASE_URL": config.database_url,
+        "AMQP_URL": config.amqp_url,
+        "QUEUE_NAME": config.queue_name,
+        "JWT_SECRET": config.jwt_secret,
+        **overrides,
+    }
+
+
+def wait_for_http(base: str, alive, log, within: float = 60) -> None:
+    """Until ``base``/ answers; a busy machine may take a while to start gunicorn's workers."""
+    deadline = time.monotonic() + within
+    while True:
+        if not alive():
+            raise RuntimeError(f"the server exited:\n{log()[-3000:]}")
+        try:
+            requests.get(base + "/", timeout=2)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no answer from {base} within {within} s") from None
+            time.sleep(0.2)
+
+
+class Service:
+    """`taskservice api` and/or `taskservice worker`, as the operator would start them."""
+
+    def __init__(self, config: Config, api: bool = True, worker: bool = True, **env: str):
+        self._logs = tempfile.TemporaryDirectory(prefix="taskservice-bench-")
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        environment = service_env(config, PORT=str(port), **env)
+        self.api = Process("api", environment, Path(self._logs.name) / "api.log") if api else None
+        self.worker = (
+            Process("worker", environment, Path(self._logs.name) / "worker.log") if worker else None
+        )
+
+    def __enter__(self) -> Service:
+        try:
+            if self.api is not None:
+                wait_for_http(self.base, self.api.alive, self.api.log)
+            if self.worker is not None:
+                self._wait_for_worker()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_for_worker(self, within: float = 30) -> None:
+        deadline = time.monotonic() + within
+        while "consuming from" not in self.worker.log():
+            if not self.worker.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{self.worker.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc_info) -> None:
+        for process in (self.worker, self.api):
+            if process is not None:
+                process.stop()
+        self._logs.cleanup()
+
+
+class BareGunicorn:
+    """gunicorn serving another WSGI app (``module:app``) with the service's gunicorn settings."""
+
+    def __init__(self, app_module: str, env: dict[str, str]):
+        self._logs = tempfile.TemporaryDirectory(prefix="taskservice-bench-")
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = Path(self._logs.name) / "gunicorn.log"
+        command = ["-m", "gunicorn", "--config", "python:taskservice.gunicorn_conf", app_module]
+        with open(self.log_path, "a") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, *command],
+                env={**env, "PORT": str(port)},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def __enter__(self) -> BareGunicorn:
+        try:
+            wait_for_http(
+                self.base, lambda: self.popen.poll() is None, lambda: self.log_path.read_text()
+            )
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._logs.cleanup()
+
+
+# --- a client ----------------------------------------------------------------------------------
+
+
+class Client:
+    """A registered, logged-in user on one keep-alive connection (not thread-safe: one each)."""
+
+    def __init__(self, base: str, token: str | None = None):
+        self.base = base
+        self.session = requests.Session()
+        if token is None:
+            name, password = f"bench{uuid.uuid4().hex[:12]}", "correct horse battery"
+            body = {"username": name, "password": password}
+            self.session.post(f"{base}/register", json=body, timeout=30).raise_for_status()
+            response = self.session.post(f"{base}/login", json=body, timeout=30)
+            response.raise_for_status()
+            token = response.json()["token"]
+        self.token = token
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def clone(self) -> Client:
+        """The same user on a connection of its own, for another thread."""
+        return Client(self.base, self.token)
+
+    def submit(self, code: str = TRIVIAL_CODE) -> str:
+        response = self.session.post(f"{self.base}/task", json={"code": code}, timeout=30)
+        if response.status_code != 201:
+            raise RuntimeError(f"submit: {response.status_code} {response.text}")
+        return response.json()["task_id"]
+
+    def result(self, task_id: str) -> dict | None:
+        """The result once the task is final, else None."""
+        response = self.session.get(f"{self.base}/result/{task_id}", timeout=30)
+        if response.status_code == 202:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def status(self, task_id: str) -> dict:
+        response = self.session.get(f"{self.base}/status/{task_id}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_final(self, task_id: str, poll_seconds: float, within: float = 120) -> dict:
+        """Poll the status until it is final; return it."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            status = self.status(task_id)
+            if status["status"] in FINAL_STATUSES:
+                return status
+            time.sleep(poll_seconds)
+        raise RuntimeError(f"task {task_id} did not finish within {within} s")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def parse_time(stamp: str) -> float:
+    """An API timestamp ('...Z') as epoch seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# --- the baseline: the project's own sandbox, called directly ----------------------------------
+
+
+class DirectSandbox:
+    """The worker's DockerSandbox with the worker's settings, minus queue, database and API.
+
+    What it costs is the floor; what the service adds on top of it is the service's overhead.
+    """
+
+    def __init__(self, config: Config):
+        self._config = config
+        self._client = docker_client(config.docker_host)
+        self._sandbox = DockerSandbox(self._client, sandbox_settings(config))
+
+    def run(self, code: str = TRIVIAL_CODE):
+        config = self._config
+        outcome = self._sandbox.run(
+            SandboxJob(
+                task_id=str(uuid.uuid4()),
+                language=config.languages["python"],
+                code=code.encode(),
+                stdin=b"",
+                timeout_seconds=config.task_timeout_default,
+                memory_mb=config.task_memory_mb,
+            )
+        )
+        if outcome.status is not TaskStatus.SUCCEEDED:
+            raise RuntimeError(f"direct sandbox run failed: {outcome}")
+        return outcome
+
+    def close(self) -> None:
+        self._client.close()

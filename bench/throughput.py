@@ -1,0 +1,130 @@
+"""Throughput: many trivial tasks submitted at once, against direct sandbox runs in a thread pool
+as wide as the worker's concurrency.
+
+Service: tasks per second from the first submit to the last task's ``finished_at`` (the server's
+own stamp, so polling does not blur it). Direct: the same number of runs of the worker's own
+DockerSandbox on a pool of ``WORKER_CONCURRENCY`` threads.
+
+Knobs: BENCH_THROUGHPUT_TASKS (200); BENCH_CONCURRENCY, a comma-separated list of worker
+concurrencies to compare (default: the configured one). The target applies to the configured
+concurrency; a sweep is how its default was chosen.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from bench.common import (
+    Client,
+    DirectSandbox,
+    Service,
+    comparison,
+    knob,
+    knob_list,
+    parse_time,
+    print_comparisons,
+    private_config,
+    wait_for_quiet_machine,
+    write_results,
+)
+from taskservice.config import Config
+
+TARGET_RATIO = 0.9
+# Threads that post the tasks: enough that submitting takes a small part of the run.
+SUBMITTERS = 8
+
+
+def submit_all(client: Client, count: int) -> list[str]:
+    clients = [client.clone() for _ in range(SUBMITTERS)]
+    try:
+        with ThreadPoolExecutor(max_workers=SUBMITTERS) as pool:
+            futures = [pool.submit(clients[n % SUBMITTERS].submit) for n in range(count)]
+            return [future.result() for future in futures]
+    finally:
+        for each in clients:
+            each.close()
+
+
+def through_service(config: Config, tasks: int) -> dict:
+    with Service(config, WORKER_CONCURRENCY=str(config.worker_concurrency)) as service:
+        client = Client(service.base)
+        try:
+            client.wait_final(client.submit(), 0.05)  # the worker is up and warm
+            began = time.time()
+            task_ids = submit_all(client, tasks)
+            submitted = time.time()
+            # Tasks run roughly in order: by the time the last one is final, nearly all are.
+            statuses = [client.wait_final(task_id, 0.1, within=600) for task_id in task_ids]
+        finally:
+            client.close()
+    failed = [s for s in statuses if s["status"] != "succeeded"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} tasks did not succeed, e.g. {failed[0]}")
+    last = max(parse_time(s["finished_at"]) for s in statuses)
+    return {
+        "tasks_per_s": tasks / (last - began),
+        "seconds": last - began,
+        "submit_seconds": submitted - began,
+    }
+
+
+def direct(config: Config, tasks: int) -> dict:
+    sandbox = DirectSandbox(config)
+    try:
+        sandbox.run()  # warm, as the service's worker is
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=config.worker_concurrency) as pool:
+            for future in [pool.submit(sandbox.run) for _ in range(tasks)]:
+                future.result()
+        seconds = time.perf_counter() - began
+    finally:
+        sandbox.close()
+    return {"tasks_per_s": tasks / seconds, "seconds": seconds}
+
+
+def main() -> None:
+    tasks = knob("THROUGHPUT_TASKS", 200)
+    quiet = wait_for_quiet_machine()
+    runs = []
+    comparisons = []
+    with private_config() as base_config:
+        concurrencies = knob_list("CONCURRENCY", [base_config.worker_concurrency])
+        for concurrency in concurrencies:
+            config = replace(base_config, worker_concurrency=concurrency)
+            print(f"throughput: {tasks} `print(1)` tasks at once, worker concurrency {concurrency}")
+            baseline = direct(config, tasks)
+            service = through_service(config, tasks)
+            runs.append({"worker_concurrency": concurrency, "service": service, "direct": baseline})
+            is_default = concurrency == base_config.worker_concurrency
+            line = comparison(
+                f"tasks/s at concurrency {concurrency}, service / direct",
+                service["tasks_per_s"],
+                baseline["tasks_per_s"],
+                ">=",
+                TARGET_RATIO if is_default else None,
+            )
+            comparisons.append(line)
+            print_comparisons([line])
+    for run in runs:
+        run["service"] = {k: round(v, 2) for k, v in run["service"].items()}
+        run["direct"] = {k: round(v, 2) for k, v in run["direct"].items()}
+    write_results(
+        "throughput",
+        {
+            "settings": {
+                "tasks": tasks,
+                "default_worker_concurrency": base_config.worker_concurrency,
+                "api_workers": base_config.api_workers,
+                "submitters": SUBMITTERS,
+            },
+            "quiet": quiet,
+            "figures": {"runs": runs},
+            "comparisons": comparisons,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

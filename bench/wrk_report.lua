@@ -1,0 +1,23 @@
+-- wrk script: sends WRK_METHOD (default GET) with WRK_BODY as a JSON body and WRK_TOKEN as a
+-- bearer token, all from the environment; at the end prints one line "WRK_JSON {...}".
+wrk.method = os.getenv("WRK_METHOD") or "GET"
+local body = os.getenv("WRK_BODY")
+if body and body ~= "" then
+  wrk.body = body
+  wrk.headers["Content-Type"] = "application/json"
+end
+local token = os.getenv("WRK_TOKEN")
+if token and token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "errors": {"connect": %d, "read": %d,'
+      .. ' "write": %d, "status": %d, "timeout": %d}, "latency_us": {"p50": %d, "p90": %d,'
+      .. ' "p99": %d, "max": %d, "mean": %.1f}}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    latency.mean))
+end
