@@ -9,6 +9,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from tests.service import ROOT
 
@@ -30,7 +31,7 @@ def test_validator_rejects_a_broken_spec(spec):
     # The check above would be worthless if the validator accepted anything.
     broken = json.loads(json.dumps(spec))
     del broken["paths"]["/task"]["post"]["responses"]
-    with pytest.raises(Exception, match="responses"):
+    with pytest.raises(OpenAPIValidationError, match='"responses" is a required property'):
         validate(broken)
 
 
