@@ -98,6 +98,9 @@ class RolledBackDatabase:
                 raise
             cursor.execute("RELEASE SAVEPOINT unit")
 
+    # A one-statement unit of work is a savepoint here too, so that the test can roll it back.
+    statement = transaction
+
 
 @pytest.fixture
 def db(config: Config):

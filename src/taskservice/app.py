@@ -32,7 +32,7 @@ DEFAULT_BODY_LIMIT = 64 * 1024
 
 @dataclass(frozen=True)
 class Collaborators:
-    db: object  # anything with a transaction() context manager yielding a cursor
+    db: object  # anything with transaction() and statement() context managers yielding a cursor
     publisher: object  # anything with publish(task_id)
     hasher: PasswordHasher
     clock: Clock = utc_now

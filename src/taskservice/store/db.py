@@ -69,14 +69,29 @@ class Database:
                 with contextlib.suppress(Exception):
                     conn.close()
 
+    def transaction(self) -> contextlib.AbstractContextManager[psycopg2.extensions.cursor]:
+        """A cursor whose statements commit together at the end, or not at all."""
+        return self._unit(autocommit=False)
+
+    def statement(self) -> contextlib.AbstractContextManager[psycopg2.extensions.cursor]:
+        """A cursor for a unit of work that is one statement, which is atomic by itself.
+
+        It runs in autocommit mode: one round trip to the server instead of three (psycopg2
+        sends BEGIN before the first statement of a transaction, and COMMIT after the last).
+        That is most of the time of a status read or a plain submission.
+        """
+        return self._unit(autocommit=True)
+
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+    def _unit(self, autocommit: bool) -> Iterator[psycopg2.extensions.cursor]:
         if not self._slots.acquire(timeout=30):
             raise DatabaseUnavailable("No database connection became free within 30 s.")
         conn = None
         broken = False
         try:
             conn = self._checkout()
+            if conn.autocommit != autocommit:
+                conn.autocommit = autocommit  # client-side only: no transaction is open here
             with conn.cursor() as cursor:
                 yield cursor
             conn.commit()

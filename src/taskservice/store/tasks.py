@@ -99,7 +99,9 @@ class TaskStore:
         raise RuntimeError("an idempotency key kept conflicting")  # pragma: no cover
 
     def _create_once(self, task_id, user_id, request, now, idempotency) -> tuple[Task, bool]:
-        with self._db.transaction() as cursor:
+        # Without a key the unit is the INSERT alone: no transaction around it is needed.
+        unit = self._db.transaction() if idempotency is not None else self._db.statement()
+        with unit as cursor:
             if idempotency is not None:
                 cursor.execute(
                     "DELETE FROM idempotency_keys WHERE user_id = %s AND key = %s"
@@ -142,7 +144,7 @@ class TaskStore:
             return task, True
 
     def get_for_owner(self, task_id: uuid.UUID, user_id: uuid.UUID) -> Task | None:
-        with self._db.transaction() as cursor:
+        with self._db.statement() as cursor:
             cursor.execute(
                 f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s AND user_id = %s",
                 (task_id, user_id),
@@ -151,7 +153,7 @@ class TaskStore:
         return _task(row) if row else None
 
     def result_for_owner(self, task_id: uuid.UUID, user_id: uuid.UUID) -> TaskResult | None:
-        with self._db.transaction() as cursor:
+        with self._db.statement() as cursor:
             cursor.execute(
                 f"SELECT {_TASK_COLUMNS}, {_OUTCOME_COLUMNS} FROM tasks"
                 " WHERE id = %s AND user_id = %s",
@@ -224,7 +226,7 @@ class TaskStore:
         """running -> final, for the attempt that was claimed. False if that attempt is stale."""
         if not outcome.status.is_final:
             raise ValueError(f"{outcome.status} is not a final status")
-        with self._db.transaction() as cursor:
+        with self._db.statement() as cursor:
             cursor.execute(
                 "UPDATE tasks SET status = %s, finished_at = %s, exit_code = %s, stdout = %s,"
                 " stderr = %s, stdout_truncated = %s, stderr_truncated = %s, duration_ms = %s,"
