@@ -60,30 +60,49 @@ def decode_message(body: bytes) -> uuid.UUID:
         raise ValueError(f"not a task message: {body[:100]!r}") from exc
 
 
+class _ThreadChannel:
+    """One thread's connection and confirming channel, and the lock ``close`` takes with it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.connection: pika.BlockingConnection | None = None
+        self.channel = None
+
+
 class Publisher:
     """Publishes task ids as persistent messages and waits for the broker's confirm.
 
-    One connection per process, opened on first use (after gunicorn forks) and reopened after
-    any failure, so the API recovers by itself when the broker comes back. pika's blocking
-    connection is not thread-safe, hence the lock.
+    Each thread that publishes has a connection of its own, opened on its first publish (so
+    after gunicorn forks) and reopened after any failure, so the API recovers by itself when the
+    broker comes back. pika's blocking connection is not thread-safe, so none is shared; with one
+    per thread, the request threads wait for their confirms at the same time instead of in turn
+    behind one lock, which is most of what a submission costs.
     """
 
     def __init__(self, amqp_url: str, queue_name: str, timeout_seconds: float = 5.0):
         self._params = connection_parameters(amqp_url, timeout_seconds)
         self._queue = queue_name
-        self._lock = threading.Lock()
-        self._connection: pika.BlockingConnection | None = None
-        self._channel = None
+        self._local = threading.local()
+        self._threads: list[_ThreadChannel] = []
+        self._threads_lock = threading.Lock()
 
-    def _open_channel(self):
-        if self._channel is not None and self._channel.is_open:
-            return self._channel
-        self._close()
-        self._connection = pika.BlockingConnection(self._params)
-        channel = self._connection.channel()
+    def _thread_channel(self) -> _ThreadChannel:
+        mine = getattr(self._local, "channel", None)
+        if mine is None:
+            mine = self._local.channel = _ThreadChannel()
+            with self._threads_lock:
+                self._threads.append(mine)
+        return mine
+
+    def _open_channel(self, mine: _ThreadChannel):
+        if mine.channel is not None and mine.channel.is_open:
+            return mine.channel
+        self._close(mine)
+        mine.connection = pika.BlockingConnection(self._params)
+        channel = mine.connection.channel()
         channel.confirm_delivery()
         declare_topology(channel, self._queue)
-        self._channel = channel
+        mine.channel = channel
         return channel
 
     def publish(self, task_id: uuid.UUID) -> None:
@@ -95,12 +114,13 @@ class Publisher:
             message_id=str(task_id),
         )
         error: Exception | None = None
-        with self._lock:
+        mine = self._thread_channel()
+        with mine.lock:  # only ``close`` from another thread ever waits for it
             # One retry covers a connection the broker closed while we were idle (a restart,
             # a heartbeat timeout); a second failure means the broker is really away.
             for attempt in (1, 2):
                 try:
-                    channel = self._open_channel()
+                    channel = self._open_channel(mine)
                     channel.basic_publish(
                         exchange="",
                         routing_key=self._queue,
@@ -110,17 +130,21 @@ class Publisher:
                     )
                     return
                 except (pika.exceptions.AMQPError, OSError) as exc:
-                    self._close()
+                    self._close(mine)
                     log.warning("publish of task %s failed (try %d): %r", task_id, attempt, exc)
                     error = exc
             raise BrokerUnavailable(f"The message broker did not accept the task: {error!r}")
 
-    def _close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
+    @staticmethod
+    def _close(mine: _ThreadChannel) -> None:
+        connection, mine.connection, mine.channel = mine.connection, None, None
         if connection is not None and connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 connection.close()
 
     def close(self) -> None:
-        with self._lock:
-            self._close()
+        with self._threads_lock:
+            threads = list(self._threads)
+        for mine in threads:
+            with mine.lock:
+                self._close(mine)
