@@ -17,6 +17,7 @@ from taskservice.errors import Unauthorized
 BCRYPT_MAX_PASSWORD_BYTES = 72
 JWT_ALGORITHM = "HS256"
 CLOCK_SKEW_SECONDS = 60
+_VERIFIED_CACHE_SIZE = 4096
 
 
 class PasswordHasher:
@@ -48,6 +49,11 @@ class TokenService:
         self._secret = secret
         self._ttl = ttl_seconds
         self._clock = clock
+        # Tokens whose signature was checked already, by the exact token string (signature
+        # included, so no other string can hit an entry); their times are checked on every use.
+        # Decoding a token is a good part of what a status request costs, and a client polling
+        # a task sends the same token again and again.
+        self._verified: dict[str, tuple[uuid.UUID, float, float]] = {}
 
     def issue(self, user_id: uuid.UUID) -> IssuedToken:
         now = int(self._clock().timestamp())
@@ -56,9 +62,25 @@ class TokenService:
 
     def verify(self, token: str) -> uuid.UUID:
         """Return the user id in a valid token, or raise ``Unauthorized``."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_signature(token)
+            if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+                self._verified.clear()  # tokens are short-lived: a cold start now and then is fine
+            self._verified[token] = claims
+        user_id, iat, exp = claims
+        now = self._clock().timestamp()
+        if exp <= now:
+            raise Unauthorized("The bearer token has expired; log in again.")
+        if iat > now + CLOCK_SKEW_SECONDS:
+            raise Unauthorized("The bearer token was issued in the future.")
+        return user_id
+
+    def _verify_signature(self, token: str) -> tuple[uuid.UUID, float, float]:
+        """The user id and times of a token whose signature and claims are valid."""
         try:
             # The algorithm is pinned: a token claiming "none" or any other algorithm fails here.
-            # Times are checked below against the injected clock rather than PyJWT's own.
+            # Times are checked in verify(), on every use, against the injected clock.
             claims = jwt.decode(
                 token,
                 self._secret,
@@ -73,15 +95,10 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"The bearer token is invalid: {exc}.") from None
         exp, iat = claims["exp"], claims["iat"]
-        now = self._clock().timestamp()
         if not isinstance(exp, int | float) or not isinstance(iat, int | float):
             raise Unauthorized("The bearer token's times are not numbers.")
-        if exp <= now:
-            raise Unauthorized("The bearer token has expired; log in again.")
-        if iat > now + CLOCK_SKEW_SECONDS:
-            raise Unauthorized("The bearer token was issued in the future.")
         try:
-            return uuid.UUID(str(claims["sub"]))
+            return uuid.UUID(str(claims["sub"])), iat, exp
         except ValueError:
             raise Unauthorized("The bearer token names no valid user.") from None
 
