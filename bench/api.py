@@ -25,6 +25,7 @@ from bench.common import (
     print_comparisons,
     private_config,
     service_env,
+    tree_cpu_seconds,
     wait_for_quiet_machine,
     write_results,
 )
@@ -63,12 +64,19 @@ def wrk(url: str, seconds: int, connections: int, method: str, body: str, token:
     return summary
 
 
-def measure(name: str, url: str, method: str, body: str, token: str, seconds: int, conns: int):
-    wrk(url, WARMUP_SECONDS, conns, method, body, token)  # connections and pools opened
-    result = wrk(url, seconds, conns, method, body, token)
+def measure(name: str, server_pid: int, url: str, method: str, body: str, token: str, **load):
+    """wrk against ``url``; adds the server's CPU time per request (its processes only), which
+    says what a request costs even when the machine is too busy for the rates to mean much.
+    """
+    wrk(url, WARMUP_SECONDS, load["connections"], method, body, token)  # pools opened
+    cpu_before = tree_cpu_seconds(server_pid)
+    result = wrk(url, load["seconds"], load["connections"], method, body, token)
+    cpu = tree_cpu_seconds(server_pid) - cpu_before
+    result["server_cpu_ms_per_request"] = round(cpu * 1000 / max(result["requests"], 1), 3)
     print(
-        f"  {name:<14} {result['rps']:>8.1f} req/s  p99 {result['latency_us']['p99'] / 1000:7.1f}"
+        f"  {name:<12} {result['rps']:>8.1f} req/s  p99 {result['latency_us']['p99'] / 1000:7.1f}"
         f" ms  errors {result['error_count']}"
+        f"  server CPU {result['server_cpu_ms_per_request']:.3f} ms/request"
     )
     return result
 
@@ -89,30 +97,17 @@ def main() -> None:
         task_id = client.submit()
         token = client.token
         client.close()
+        load = {"seconds": seconds, "connections": connections}
+        status, submit = f"/status/{task_id}", "/task"
+        api, bare_api = service.api.pid, bare.popen.pid
         runs = {
-            "bare_get": measure(
-                "bare GET", f"{bare.base}/status/{task_id}", "GET", "", "", seconds, connections
-            ),
-            "status": measure(
-                "GET /status",
-                f"{service.base}/status/{task_id}",
-                "GET",
-                "",
-                token,
-                seconds,
-                connections,
-            ),
+            "bare_get": measure("bare GET", bare_api, bare.base + status, "GET", "", "", **load),
+            "status": measure("GET /status", api, service.base + status, "GET", "", token, **load),
             "bare_post": measure(
-                "bare POST", f"{bare.base}/task", "POST", TASK_BODY, "", seconds, connections
+                "bare POST", bare_api, bare.base + submit, "POST", TASK_BODY, "", **load
             ),
             "submit": measure(
-                "POST /task",
-                f"{service.base}/task",
-                "POST",
-                TASK_BODY,
-                token,
-                seconds,
-                connections,
+                "POST /task", api, service.base + submit, "POST", TASK_BODY, token, **load
             ),
         }
 

@@ -163,6 +163,19 @@ def tree_rss_kib(pid: int) -> dict:
     return {"total_kib": sum(each.values()), "processes": each}
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by a process and its direct children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for each in (pid, *child_pids(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 # --- results -----------------------------------------------------------------------------------
 
 
