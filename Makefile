@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 
-.PHONY: run test chaos bench fuzz lint format prepare venv services docker image browser migrate clean
+.PHONY: run test chaos bench fuzz lint format prepare venv services docker image browser migrate compose-test clean
 
 run: prepare
 	@scripts/run.sh
@@ -67,6 +67,11 @@ bench: venv services docker image
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.footprint
 	@$(BIN)/python -m bench.report
+
+# The Docker Compose deployment end to end: README's quick start, its curl walk-through through
+# nginx, then teardown (scripts/compose-smoke.sh). About a minute warm; a few more the first time.
+compose-test: docker
+	@scripts/compose-smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

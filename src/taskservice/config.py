@@ -14,6 +14,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 MIN_JWT_SECRET_BYTES = 32
+# The value .env.example ships with: long enough, but public, so it must never sign a token.
+JWT_SECRET_PLACEHOLDER = "change-me-to-a-random-secret-of-at-least-32-bytes"  # noqa: S105
 
 
 class ConfigError(Exception):
@@ -70,10 +72,12 @@ class Config:
 
     def check_api(self) -> None:
         """Settings only the API needs; the worker can run without a JWT secret."""
+        generate = "generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))'"
+        if self.jwt_secret.strip() == JWT_SECRET_PLACEHOLDER:
+            raise ConfigError(f"JWT_SECRET is still the placeholder from .env.example; {generate}")
         if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
             raise ConfigError(
-                f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes "
-                "(generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
+                f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes ({generate})"
             )
 
 

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Smoke test of the Docker Compose deployment (`make compose-test`).
+#
+# Runs README's quick start ("Deploy with Docker Compose") on a copy of .env.example of its
+# own, with `up --build -d` under a project name of its own and nginx on a free loopback port;
+# waits for every service to be healthy; runs README's curl walk-through through nginx; checks
+# that the worker, in its container, ran the task in a sibling sandbox container that it asked
+# for through the socket proxy, and that the proxy refuses what the worker does not need; checks
+# that the API refuses the placeholder JWT secret; then removes the stack with its volumes.
+#
+# Images the compose file pulls come from scripts/compose-standins.sh (the local ones, a pull,
+# or Debian stand-ins) and are kept, as is the app image it builds, so a second run is quick.
+#
+# Environment:
+#   COMPOSE               compose command (default: `docker compose` if present, else
+#                         docker-compose, installed from Debian when missing)
+#   COMPOSE_SMOKE_WAIT    seconds to wait for the stack to be healthy (default 300)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+me="compose-smoke"
+log() { printf '%s: %s\n' "$me" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
+checks=0
+ok() { checks=$((checks + 1)); log "ok: $*"; }
+
+wait_secs=${COMPOSE_SMOKE_WAIT:-300}
+started=$SECONDS
+
+scripts/ensure-docker.sh
+
+if [[ -n ${COMPOSE:-} ]]; then
+  read -r -a compose_cmd <<<"$COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+  compose_cmd=(docker compose)
+else
+  if ! command -v docker-compose >/dev/null; then
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+      die "neither 'docker compose' nor docker-compose is installed; install one (Debian: apt-get install docker-compose)"
+    fi
+    log "installing Debian's docker-compose"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  fi
+  compose_cmd=(docker-compose)
+fi
+log "compose: ${compose_cmd[*]} ($("${compose_cmd[@]}" version --short 2>/dev/null || echo '?'))"
+
+scripts/compose-standins.sh
+scripts/build-sandbox-image.sh
+prepared=$SECONDS
+
+project=taskservice-smoke-$(date +%s)-$$
+work=$(mktemp -d)
+env_file=$work/env
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+base=http://127.0.0.1:$port
+compose=("${compose_cmd[@]}" --project-name "$project" --env-file "$env_file")
+
+container_of() { # service: its container's id (running or not)
+  docker ps -aq --filter "label=com.docker.compose.project=$project" \
+    --filter "label=com.docker.compose.service=$1" | head -n1
+}
+
+state_of() { # service: health if it has a healthcheck, else its state; "missing" if none
+  local id
+  id=$(container_of "$1")
+  [[ -n $id ]] || { echo missing; return; }
+  docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}/{{.State.ExitCode}}{{end}}' "$id"
+}
+
+passed=
+finish() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [[ -z $passed ]]; then
+    log "FAILED; service states and recent logs follow"
+    for service in postgres rabbitmq migrate api worker docker-socket-proxy nginx; do
+      printf '  %-20s %s\n' "$service" "$(state_of "$service" 2>/dev/null || echo '?')" >&2
+    done
+    "${compose[@]}" logs --no-color --tail=40 >&2 2>/dev/null || true
+  fi
+  log "removing the stack and its volumes"
+  "${compose[@]}" down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 ||
+    log "warning: '${compose[*]} down -v' failed; remove project $project by hand"
+  rm -rf "$work"
+  # The closing line, in the form CI reads.
+  if [[ -n $passed ]]; then echo "$me: $checks passed, 0 failed"; else echo "$me: $checks passed, 1 failed"; fi
+  exit "$status"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- README's quick start, on this run's own env file ------------------------------------
+cp .env.example "$env_file"
+for name in JWT_SECRET POSTGRES_PASSWORD RABBITMQ_DEFAULT_PASS; do
+  sed -i.bak "s/^$name=.*/$name=$(python3 -c 'import secrets; print(secrets.token_hex(32))')/" "$env_file"
+done && rm "$env_file.bak"
+# This run's own: nginx on a free port of the loopback only, and an app image tag of its own.
+sed -i -e "s/^NGINX_BIND_ADDRESS=.*/NGINX_BIND_ADDRESS=127.0.0.1/" -e "s/^NGINX_PORT=.*/NGINX_PORT=$port/" \
+  -e "s|^TASKSERVICE_IMAGE=.*|TASKSERVICE_IMAGE=taskservice/app:compose-test|" "$env_file"
+
+log "up --build -d (project $project, nginx on $base)"
+"${compose[@]}" up --build -d >"$work/up.log" 2>&1 || { tail -n 40 "$work/up.log" >&2; die "compose up failed"; }
+
+log "waiting up to ${wait_secs}s for the services to be healthy"
+deadline=$((SECONDS + wait_secs))
+while :; do
+  pending=()
+  for service in postgres rabbitmq api worker nginx; do
+    [[ $(state_of "$service") == healthy ]] || pending+=("$service=$(state_of "$service")")
+  done
+  [[ $(state_of migrate) == exited/0 ]] || pending+=("migrate=$(state_of migrate)")
+  ((${#pending[@]} == 0)) && break
+  ((SECONDS < deadline)) || die "not healthy after ${wait_secs}s: ${pending[*]}"
+  sleep 2
+done
+healthy=$SECONDS
+ok "every service healthy, migrate exited 0, after $((healthy - prepared))s"
+
+# --- README's curl walk-through, through nginx ---------------------------------------------
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+[[ $(curl -fsS "$base/") == "Task Service API is running" ]] || die "GET / through nginx did not answer as expected"
+ok "GET / through nginx: Task Service API is running"
+grep -qi swagger-ui <<<"$(curl -fsS "$base/swagger/")" || die "GET /swagger/ through nginx did not serve Swagger UI"
+curl -fsS "$base/openapi.json" | json_field openapi >/dev/null || die "GET /openapi.json failed"
+ok "GET /swagger/ and /openapi.json through nginx"
+
+curl -fsS -X POST "$base/register" -H 'Content-Type: application/json' \
+  -d '{"username":"ada","password":"correct horse"}' >/dev/null || die "POST /register failed"
+TOKEN=$(curl -fsS -X POST "$base/login" -H 'Content-Type: application/json' \
+  -d '{"username":"ada","password":"correct horse"}' | json_field token) || die "POST /login failed"
+
+submitted=$(date +%s)
+TASK_ID=$(curl -fsS -X POST "$base/task" -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' -d '{"code":"print(6*7)"}' | json_field task_id) ||
+  die "POST /task failed"
+
+wait_final() { # task id: prints the final status
+  local id=$1 status deadline=$((SECONDS + 90))
+  while :; do
+    status=$(curl -fsS "$base/status/$id" -H "Authorization: Bearer $TOKEN" | json_field status)
+    case $status in queued | running) ;; *) echo "$status"; return ;; esac
+    ((SECONDS < deadline)) || die "task $id still $status after 90s"
+    sleep 1
+  done
+}
+status=$(wait_final "$TASK_ID")
+result=$(curl -fsS "$base/result/$TASK_ID" -H "Authorization: Bearer $TOKEN")
+[[ $status == succeeded && $(json_field stdout <<<"$result") == 42 ]] ||
+  die "task $TASK_ID: expected status succeeded and stdout 42, got: $result"
+ok "register, login, task $TASK_ID printed 42"
+
+# A task near the largest body nginx must let through (1 MiB of stdin, the default limit).
+big_task=$(python3 -c 'import json; print(json.dumps({"code": "import sys; print(len(sys.stdin.buffer.read()))", "stdin": "x" * 1048576}))' |
+  curl -fsS -X POST "$base/task" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    --data-binary @- | json_field task_id) || die "POST /task with 1 MiB of stdin failed through nginx"
+big_status=$(wait_final "$big_task")
+big_result=$(curl -fsS "$base/result/$big_task" -H "Authorization: Bearer $TOKEN")
+[[ $big_status == succeeded && $(json_field stdout <<<"$big_result") == 1048576 ]] ||
+  die "task with 1 MiB of stdin: expected 1048576, got: $big_result"
+ok "a task with 1 MiB of stdin passed nginx and reached its sandbox whole"
+
+# --- The worker ran it in a sibling sandbox container, through the socket proxy ------------
+created=$(docker events --since "$submitted" --until "$(date +%s)" --filter type=container \
+  --filter event=create --filter "label=taskservice.task_id=$TASK_ID" \
+  --format '{{.ID}} {{index .Actor.Attributes "image"}}')
+[[ -n $created ]] || die "the engine saw no sandbox container created for task $TASK_ID"
+ok "the engine created sandbox container ${created%% *} (${created#* }) for task $TASK_ID"
+# Whole logs into a variable first: `docker logs | grep -q` fails under pipefail when grep
+# stops reading early.
+worker_log=$(docker logs "$(container_of worker)" 2>&1)
+grep -q "task $TASK_ID attempt 1: succeeded" <<<"$worker_log" ||
+  die "the worker container's log does not show task $TASK_ID succeeding"
+proxy_log=$(docker logs "$(container_of docker-socket-proxy)" 2>&1)
+grep -q "POST /v[0-9.]*/containers/create" <<<"$proxy_log" ||
+  die "the socket proxy's log shows no container creation: the worker did not go through it"
+ok "the worker container ran the task, creating its sandbox through the socket proxy"
+
+# What the worker does not need, the proxy refuses: listing images, exec into a container.
+probe='
+import http.client, sys
+connection = http.client.HTTPConnection("docker-socket-proxy", 2375, timeout=10)
+for method, path in (("GET", "/v1.41/images/json"), ("POST", "/v1.41/containers/x/exec"), ("GET", "/v1.41/info")):
+    connection.request(method, path, body=b"" if method == "POST" else None)
+    response = connection.getresponse()
+    response.read()
+    print(method, path, response.status)
+    if response.status != 403:
+        sys.exit(1)
+'
+docker exec "$(container_of worker)" python3 -c "$probe" >"$work/probe.log" 2>&1 ||
+  { cat "$work/probe.log" >&2; die "the socket proxy let through a call the worker does not need"; }
+ok "the socket proxy refuses image, exec and system calls (403)"
+
+# --- The API refuses the placeholder secret of .env.example --------------------------------
+placeholder=$(sed -n 's/^JWT_SECRET=//p' .env.example)
+refused=0
+"${compose[@]}" run --rm --no-deps -T -e "JWT_SECRET=$placeholder" api >"$work/placeholder.log" 2>&1 || refused=$?
+if ((refused == 0)) || ! grep -q placeholder "$work/placeholder.log"; then
+  cat "$work/placeholder.log" >&2
+  die "the api did not refuse the placeholder JWT_SECRET (exit status $refused)"
+fi
+ok "the api refuses the placeholder JWT_SECRET: $(grep -m1 placeholder "$work/placeholder.log")"
+
+passed=1
+log "passed in $((SECONDS - started))s (stand-ins and sandbox image $((prepared - started))s," \
+  "up to healthy $((healthy - prepared))s, checks $((SECONDS - healthy))s)"

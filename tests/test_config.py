@@ -1,0 +1,76 @@
+"""Configuration: the JWT secret checks, and the deployment files that must list every setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskservice.config import JWT_SECRET_PLACEHOLDER, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD_SECRET = "0123456789abcdef0123456789abcdef"
+
+
+class RecordingEnv(dict):
+    """An environment that remembers every variable name it was asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked: set[str] = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.asked.add(key)
+        return super().__contains__(key)
+
+
+def variables_read() -> set[str]:
+    env = RecordingEnv()
+    load_config(env)
+    return env.asked
+
+
+def test_api_refuses_the_placeholder_secret():
+    config = load_config({"JWT_SECRET": JWT_SECRET_PLACEHOLDER})
+    with pytest.raises(ConfigError, match="placeholder"):
+        config.check_api()
+
+
+def test_api_refuses_a_short_secret():
+    config = load_config({"JWT_SECRET": GOOD_SECRET[:-1]})
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        config.check_api()
+
+
+def test_api_accepts_a_real_secret():
+    load_config({"JWT_SECRET": GOOD_SECRET}).check_api()
+
+
+def test_env_example_ships_the_placeholder_the_api_refuses():
+    text = (ROOT / ".env.example").read_text()
+    assert re.search(rf"^JWT_SECRET={re.escape(JWT_SECRET_PLACEHOLDER)}$", text, re.MULTILINE)
+
+
+def test_env_example_lists_every_variable_the_service_reads():
+    listed = set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", (ROOT / ".env.example").read_text()))
+    missing = variables_read() - listed
+    assert not missing, f"add to .env.example: {sorted(missing)}"
+
+
+def test_compose_passes_every_variable_to_the_service():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    passed = set()
+    for service in ("api", "worker"):
+        passed |= set(compose["services"][service]["environment"])
+    missing = variables_read() - passed
+    assert not missing, f"pass through in docker-compose.yml's x-app-environment: {sorted(missing)}"
