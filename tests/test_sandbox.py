@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import time
+
+import docker.errors
 import pytest
 
 from taskservice.model import TaskStatus
 from taskservice.worker.sandbox import (
+    DEADLINE_LABEL,
+    SERVICE_LABEL,
+    SERVICE_LABEL_VALUE,
     TASK_LABEL,
     DockerSandbox,
     SandboxFailure,
@@ -13,6 +22,7 @@ from taskservice.worker.sandbox import (
     SandboxSettings,
 )
 from tests.conftest import RUN_ID
+from tests.service import ROOT
 
 RUN_LABEL = f"sandbox-test-{RUN_ID}"
 
@@ -122,3 +132,123 @@ def test_missing_image_is_a_clear_failure(docker_client, config):
     job = SandboxJob("t", language, b"print(1)", b"", 5, 64)
     with pytest.raises(SandboxFailure, match="no-such-image"):
         sandbox.run(job)
+
+
+def test_memory_peak_is_sampled_while_the_program_runs(run):
+    # Held for 1.5 s: longer than the engine's stats interval (1 s on Docker 20.10), so at
+    # least one sample falls while the 100 MiB are in use.
+    outcome = run(
+        "import time\nheld = bytearray(100 * 2**20)\ntime.sleep(1.5)\nprint(len(held))",
+        memory_mb=256,
+    )
+    assert outcome.status is TaskStatus.SUCCEEDED, outcome.stderr
+    assert 100 * 2**20 <= outcome.memory_peak_bytes <= 256 * 2**20
+
+
+def test_memory_peak_of_a_program_killed_at_its_deadline(run):
+    # 4 s leave room for more than one sample after the allocation, even on a busy machine.
+    outcome = run(
+        "import time\nheld = bytearray(50 * 2**20)\ntime.sleep(60)", timeout=4, memory_mb=128
+    )
+    assert outcome.status is TaskStatus.TIMED_OUT
+    assert 50 * 2**20 <= outcome.memory_peak_bytes <= 128 * 2**20
+
+
+def test_child_killed_for_memory_fails_the_task_though_the_parent_exits_0(run):
+    code = (
+        "import os\n"
+        "if os.fork() == 0:\n"
+        "    hog = bytearray(200 * 2**20)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "print('parent done')\n"
+    )
+    outcome = run(code, memory_mb=64)
+    assert (outcome.status, outcome.exit_code, outcome.signal) == (TaskStatus.FAILED, 0, None)
+    assert outcome.oom_killed
+    assert outcome.stdout == b"parent done\n"
+    assert "out of memory (limit 64 MiB)" in outcome.error
+
+
+def _plant(docker_client, config, task_id: str, deadline: int | str):
+    """A sleeping container labelled as the service's, as a worker that died would leave it."""
+    container = docker_client.containers.create(
+        config.sandbox_image,
+        ["sleep", "600"],
+        labels={
+            SERVICE_LABEL: SERVICE_LABEL_VALUE,
+            TASK_LABEL: task_id,
+            DEADLINE_LABEL: str(deadline),
+        },
+        network_mode="none",
+        user="65534:65534",
+    )
+    container.start()
+    return container
+
+
+def test_remove_expired_removes_only_containers_past_deadline_and_grace(docker_client, config):
+    sandbox = DockerSandbox(docker_client, SandboxSettings())
+    task_id = f"{RUN_LABEL}-orphans"
+    now = int(time.time())
+    expired = _plant(docker_client, config, task_id, now - 120)
+    within_grace = _plant(docker_client, config, task_id, now - 10)
+    running = _plant(docker_client, config, task_id, now + 600)
+    unreadable = _plant(docker_client, config, task_id, "soon")
+    planted = [expired, within_grace, running, unreadable]
+    try:
+        # Only this test's containers: other runs on this engine have their own.
+        removed = sandbox.remove_expired(60, label_filters=[f"{TASK_LABEL}={task_id}"])
+        assert removed == [expired.id]
+        left = docker_client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={task_id}"})
+        assert {c.id for c in left} == {within_grace.id, running.id, unreadable.id}
+        assert sandbox.remove_expired(0, label_filters=[f"{TASK_LABEL}={task_id}"]) == [
+            within_grace.id
+        ]
+    finally:
+        for container in planted:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
+def test_language_versions_are_what_the_image_reports(docker_client, config):
+    for language in config.languages.values():
+        reported = docker_client.containers.run(
+            language.image,
+            list(language.version_command),
+            remove=True,
+            network_mode="none",
+            user="65534:65534",
+            labels={TASK_LABEL: RUN_LABEL},
+        )
+        assert reported.decode().strip() == language.version, (
+            f"{language.name}: the image runs {reported.decode().strip()}, GET /languages says"
+            f" {language.version}; set LANGUAGE_VERSIONS"
+        )
+
+
+def test_runsc_runs_a_task_when_registered(docker_client, config):
+    # The script installs Debian's runsc and registers it with the running dockerd (a reload,
+    # not a restart); after it, a task runs under gVisor's own kernel, not the host's.
+    setup = subprocess.run(
+        [str(ROOT / "scripts" / "enable-runsc.sh")], capture_output=True, text=True, timeout=600
+    )
+    assert setup.returncode == 0, setup.stderr
+    sandbox = DockerSandbox(
+        docker_client, SandboxSettings(runtime="runsc", max_output_bytes=64 * 1024)
+    )
+    job = SandboxJob(
+        RUN_LABEL,
+        config.languages["python"],
+        b"import os, platform\n"
+        b"print(platform.release())\n"
+        b"print(sorted(os.listdir('/sys/class/net')))\n",
+        b"",
+        10,
+        128,
+    )
+    outcome = sandbox.run(job)
+    assert outcome.status is TaskStatus.SUCCEEDED, outcome.stderr
+    release, interfaces = outcome.stdout.decode().splitlines()
+    assert release != os.uname().release
+    assert interfaces == "['lo']"

@@ -27,6 +27,8 @@ class Language:
     """How to run one language: the image, the interpreter command and the file the code goes in.
 
     ``command`` is the interpreter's argv; the path of the code file is appended to it.
+    ``version`` is what ``GET /languages`` reports; ``version_command`` prints that same string
+    in the image (the tests compare the two, so the API cannot drift from the image).
     """
 
     name: str
@@ -34,6 +36,7 @@ class Language:
     command: tuple[str, ...]
     filename: str
     version: str
+    version_command: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Config:
     docker_host: str = "unix:///var/run/docker.sock"
     sandbox_image: str = "taskservice/sandbox-python:3"
     sandbox_runtime: str = ""
+    sandbox_orphan_grace_seconds: int = 60
     task_timeout_default: int = 10
     task_timeout_max: int = 60
     task_memory_mb: int = 256
@@ -97,24 +101,44 @@ def _in_range(name: str, value: float, low: float, high: float | None = None) ->
         raise ConfigError(f"{name}={value} must be {bound}")
 
 
-def default_languages(sandbox_image: str) -> dict[str, Language]:
-    """The language table. Adding a language is one entry here plus an image that has it."""
+def default_languages(
+    sandbox_image: str, versions: Mapping[str, str] | None = None
+) -> dict[str, Language]:
+    """The language table. Adding a language is one entry here plus an image that has it.
+
+    The default versions are those of the image scripts/build-sandbox-image.sh builds (Debian
+    bookworm); ``versions`` (from LANGUAGE_VERSIONS) overrides them for another image.
+    """
+    versions = versions or {}
     return {
         "python": Language(
             name="python",
             image=sandbox_image,
             command=("python3", "-u"),
             filename="main.py",
-            version="3",
+            version=versions.get("python", "3.11.2"),
+            version_command=("python3", "-c", "import platform; print(platform.python_version())"),
         ),
         "bash": Language(
             name="bash",
             image=sandbox_image,
             command=("bash",),
             filename="main.sh",
-            version="5",
+            version=versions.get("bash", "5.2.15"),
+            version_command=("bash", "-c", 'echo "${BASH_VERSION%%(*}"'),
         ),
     }
+
+
+def _language_versions(raw: str) -> dict[str, str]:
+    """``LANGUAGE_VERSIONS``: ``name=version`` pairs separated by commas."""
+    versions = {}
+    for pair in filter(None, (part.strip() for part in raw.split(","))):
+        name, equals, version = pair.partition("=")
+        if not equals or not name.strip() or not version.strip():
+            raise ConfigError(f"LANGUAGE_VERSIONS: {pair!r} is not name=version")
+        versions[name.strip()] = version.strip()
+    return versions
 
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
@@ -135,6 +159,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "docker_host": _parse(env, "DOCKER_HOST", str, defaults.docker_host),
         "sandbox_image": _parse(env, "SANDBOX_IMAGE", str, defaults.sandbox_image),
         "sandbox_runtime": _parse(env, "SANDBOX_RUNTIME", str, defaults.sandbox_runtime),
+        "sandbox_orphan_grace_seconds": _parse(
+            env, "SANDBOX_ORPHAN_GRACE_SECONDS", int, defaults.sandbox_orphan_grace_seconds
+        ),
         "task_timeout_default": _parse(
             env, "TASK_TIMEOUT_DEFAULT", int, defaults.task_timeout_default
         ),
@@ -175,6 +202,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     _in_range("TASK_CPUS", values["task_cpus"], 0.01, 64)
     _in_range("TASK_PIDS", values["task_pids"], 8, 100_000)
     _in_range("TASK_TMP_MB", values["task_tmp_mb"], 1, 4096)
+    _in_range("SANDBOX_ORPHAN_GRACE_SECONDS", values["sandbox_orphan_grace_seconds"], 0, 86400)
     _in_range("MAX_CODE_BYTES", values["max_code_bytes"], 1, 16 * 1024 * 1024)
     _in_range("MAX_STDIN_BYTES", values["max_stdin_bytes"], 0, 16 * 1024 * 1024)
     _in_range("MAX_OUTPUT_BYTES", values["max_output_bytes"], 1024, 256 * 1024 * 1024)
@@ -196,5 +224,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     ):
         if not values[name].startswith(schemes):
             raise ConfigError(f"{url_var} must start with {' or '.join(schemes)}")
-    values["languages"] = default_languages(values["sandbox_image"])
+    versions = _language_versions(env.get("LANGUAGE_VERSIONS", ""))
+    languages = default_languages(values["sandbox_image"], versions)
+    if unknown := sorted(set(versions) - set(languages)):
+        raise ConfigError(f"LANGUAGE_VERSIONS names unknown languages: {', '.join(unknown)}")
+    values["languages"] = languages
     return Config(**values)

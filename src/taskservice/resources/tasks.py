@@ -49,6 +49,7 @@ def result_body(task: Task, outcome: RunOutcome) -> dict:
         "signal": outcome.signal,
         "timeout": task.timeout_seconds,
         "memory_mb": task.memory_mb,
+        "memory_peak_bytes": outcome.memory_peak_bytes,
     }
 
 

@@ -427,12 +427,23 @@ def run_worker(config: Config) -> None:
     maintenance.heartbeat()  # be alive before the first claim
     maintenance_thread = threading.Thread(target=maintenance.run, name="maintenance", daemon=True)
     maintenance_thread.start()
+    # Containers left behind by a worker that died (this one earlier, or another), now and
+    # every 30 s; Docker itself is the only record of them.
+    orphans_stopped = threading.Event()
+    orphan_thread = threading.Thread(
+        target=sandbox.remove_expired_until,
+        args=(orphans_stopped, config.sandbox_orphan_grace_seconds, 30.0),
+        name="orphan-sweep",
+        daemon=True,
+    )
+    orphan_thread.start()
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
     log.info("worker %s started", worker_id)
     try:
         worker.run_forever()
     finally:
+        orphans_stopped.set()
         maintenance_stopped.set()
         maintenance_thread.join(timeout=10)
         # Leaving at once lets another worker take over unfinished tasks without waiting for

@@ -10,6 +10,11 @@ back over the same socket, capped in the worker's memory. There are no bind moun
 program plants in its filesystem (a symlink in /tmp, say) can make the worker read, write or
 chown a host path; and the worker can itself run in a container next to the engine.
 
+Every container carries labels: the service's role, the task id and a deadline (epoch seconds).
+A worker that dies mid-task leaves its container behind; ``remove_expired`` (which the worker
+calls at start and periodically) removes any container of the service past its deadline plus a
+grace period, whichever worker created it.
+
 This module knows nothing of PostgreSQL or RabbitMQ.
 """
 
@@ -23,7 +28,8 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import docker
 import docker.errors
@@ -66,6 +72,11 @@ _FRAME_HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
 _READ_CHUNK = 65536
 _STOP_GRACE_SECONDS = 5
+_TMP_INODES_PER_MB = 1024
+_OOM_EVENT_WAIT_SECONDS = 2.0
+# Pause between memory samples. The engine may answer a stats request only at its own collection
+# tick (Docker 20.10 collects once a second), so the real rate can be lower than this.
+_MEMORY_SAMPLE_INTERVAL_SECONDS = 0.1
 
 
 # Pinned rather than negotiated: negotiation asks the engine at construction, so a worker started
@@ -139,6 +150,49 @@ class _Capture:
         return self.truncated[_STDOUT] or self.truncated[_STDERR]
 
 
+class _MemorySampler:
+    """Samples a running container's memory use through the engine's stats API, on a thread.
+
+    On cgroup v1 each sample carries ``max_usage`` (the cgroup's own high-water mark, page cache
+    and /tmp pages included, as the limit counts them), so the largest sample is the true peak up
+    to the last sample; on cgroup v2 only the current ``usage`` exists, so the largest sample
+    is a lower bound. A container's cgroup is gone once it exits, so a program that ends
+    between samples reports the peak of the last sample taken, and one that ends before the
+    first sample reports none.
+    """
+
+    def __init__(self, client: docker.DockerClient, container_id: str):
+        self._client = client
+        self._container_id = container_id
+        self._stopped = threading.Event()
+        self.peak_bytes: int | None = None
+        self._thread = threading.Thread(
+            target=self._sample_until_stopped, name=f"memory-{container_id[:12]}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> int | None:
+        """Stop sampling (without waiting for a request in flight) and return the peak so far."""
+        self._stopped.set()
+        return self.peak_bytes
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                stats = self._client.api.stats(self._container_id, stream=False, one_shot=True)
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                return  # the container is gone, or the engine is busy: keep what we have
+            memory = stats.get("memory_stats") or {}
+            if not memory:
+                return  # not running any more: the engine has nothing to report
+            sample = max(memory.get("max_usage") or 0, memory.get("usage") or 0)
+            if not self._stopped.is_set() and sample > (self.peak_bytes or 0):
+                self.peak_bytes = sample
+            self._stopped.wait(_MEMORY_SAMPLE_INTERVAL_SECONDS)
+
+
 def _signal_name(exit_code: int | None) -> str | None:
     # docker-init reports a child killed by signal N as exit code 128 + N.
     if exit_code is None or exit_code <= 128:
@@ -178,12 +232,87 @@ class DockerSandbox:
             with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
                 container.kill()
 
+    def remove_expired(self, grace_seconds: float, label_filters: Sequence[str] = ()) -> list[str]:
+        """Force-remove the service's containers past their deadline plus ``grace_seconds``.
+
+        A live worker removes its container right after the run, so one still there past that
+        point was left by a worker that died. ``label_filters`` (``"key=value"``) narrow the
+        sweep further. Returns the ids of the containers removed.
+        """
+        filters = {"label": [f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}", *label_filters]}
+        try:
+            listed = self._client.api.containers(all=True, filters=filters)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise SandboxUnavailable(f"Docker could not list the sandboxes: {exc}") from exc
+        with self._active_lock:
+            active = set(self._active)
+        now = time.time()
+        removed = []
+        for summary in listed:
+            container_id = summary["Id"]
+            try:
+                deadline = int((summary.get("Labels") or {})[DEADLINE_LABEL])
+            except (KeyError, ValueError):
+                log.warning("sandbox %s has no valid deadline label; left alone", container_id)
+                continue
+            if container_id in active or now < deadline + grace_seconds:
+                continue
+            try:
+                self._client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                continue  # its own worker removed it meanwhile
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                log.warning("could not remove expired sandbox %s: %s", container_id[:12], exc)
+                continue
+            log.warning("removed sandbox %s, abandoned past its deadline", container_id[:12])
+            removed.append(container_id)
+        return removed
+
+    def remove_task_containers(self, task_id: str) -> int:
+        """Force-remove every container of ``task_id``: what an earlier attempt left behind.
+
+        Called before a task runs again, so that the run of a worker that died does not go on
+        beside the new one until its deadline.
+        """
+        filters = {"label": [f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}", f"{TASK_LABEL}={task_id}"]}
+        try:
+            listed = self._client.api.containers(all=True, filters=filters)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise SandboxUnavailable(f"Docker could not list the sandboxes: {exc}") from exc
+        removed = 0
+        for summary in listed:
+            try:
+                self._client.api.remove_container(summary["Id"], force=True)
+                removed += 1
+            except docker.errors.NotFound:
+                continue
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                raise SandboxUnavailable(f"Docker could not remove a sandbox: {exc}") from exc
+        return removed
+
+    def remove_expired_until(
+        self, stopped: threading.Event, grace_seconds: float, interval_seconds: float
+    ) -> None:
+        """Call ``remove_expired`` now and every ``interval_seconds`` until ``stopped`` is set."""
+        while not stopped.is_set():
+            try:
+                self.remove_expired(grace_seconds)
+            except SandboxUnavailable as exc:
+                log.warning("sweep of expired sandboxes skipped: %s", exc)
+            stopped.wait(interval_seconds)
+
     def _create(self, job: SandboxJob):
         settings = self._settings
         language = job.language
         code_path = f"/tmp/{language.filename}"
         memory = f"{job.memory_mb}m"
         deadline = int(time.time()) + job.timeout_seconds
+        # Each file costs about 1 KiB of kernel memory, charged to the task: without an inode
+        # cap, empty files would exhaust the memory limit long before the tmpfs's size.
+        tmp_options = (
+            f"rw,noexec,nosuid,nodev,size={settings.tmp_mb}m,"
+            f"nr_inodes={settings.tmp_mb * _TMP_INODES_PER_MB},mode=1777"
+        )
         try:
             return self._client.containers.create(
                 image=language.image,
@@ -198,7 +327,7 @@ class DockerSandbox:
                 hostname="sandbox",
                 network_mode="none",
                 read_only=True,
-                tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={settings.tmp_mb}m,mode=1777"},
+                tmpfs={"/tmp": tmp_options},
                 mem_limit=memory,
                 memswap_limit=memory,  # equal to the limit: no swap
                 nano_cpus=int(settings.cpus * 1e9),
@@ -235,11 +364,14 @@ class DockerSandbox:
         sock: socket.socket = getattr(attach, "_sock", attach)
         capture = _Capture(self._settings.max_output_bytes)
         outgoing = memoryview(b"%d\n" % len(job.code) + job.code + job.stdin)
+        sampler = _MemorySampler(self._client, container.id)
         try:
             container.start()
             started = time.monotonic()
+            sampler.start()
             ended_by = self._pump(sock, outgoing, capture, started + job.timeout_seconds)
         finally:
+            memory_peak_bytes = sampler.stop()
             # Closing the socket first: kill() and remove() can block for the whole API timeout
             # while an attach stream is still open.
             with contextlib.suppress(OSError):
@@ -253,9 +385,25 @@ class DockerSandbox:
                 container.kill()
         exit_code = container.wait(timeout=_STOP_GRACE_SECONDS + 10)["StatusCode"]
         duration_ms = int((time.monotonic() - started) * 1000)
-        container.reload()
-        oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-        return self._outcome(job, ended_by, exit_code, oom_killed, duration_ms, capture)
+        oom_killed = self._oom_killed(container, probably=ended_by == "exit" and exit_code == 137)
+        outcome = self._outcome(job, ended_by, exit_code, oom_killed, duration_ms, capture)
+        return replace(outcome, memory_peak_bytes=memory_peak_bytes)
+
+    @staticmethod
+    def _oom_killed(container, probably: bool) -> bool:
+        """Read State.OOMKilled; when a SIGKILL nobody sent makes it likely, wait for it a little.
+
+        The engine records the OOM event separately from the exit, and under load the exit can
+        come first: reading at once would report an out-of-memory kill as a plain SIGKILL.
+        """
+        give_up = time.monotonic() + (_OOM_EVENT_WAIT_SECONDS if probably else 0)
+        while True:
+            container.reload()
+            if container.attrs["State"].get("OOMKilled"):
+                return True
+            if time.monotonic() >= give_up:
+                return False
+            time.sleep(0.1)
 
     def _pump(self, sock: socket.socket, outgoing: memoryview, capture: _Capture, deadline: float):
         """Send input and collect output until the program exits, the deadline, or the cap."""
