@@ -1,8 +1,9 @@
 """Latency: sequential trivial tasks through the API against direct sandbox runs.
 
-Each task is submitted, then its status polled until it is final (the client's view). The direct
-runs call the worker's own DockerSandbox with the worker's own settings. The two alternate, one
-of each per round, so that whatever else the machine does falls on both alike.
+Each task is submitted, then its result polled until it is there (the client's view: `GET
+/result` answers 202 until the task is final). The direct runs call the worker's own
+DockerSandbox with the worker's own settings. The two alternate, one of each per round, so that
+whatever else the machine does falls on both alike.
 
 Knobs: BENCH_LATENCY_TASKS (30), BENCH_WARMUP (3), BENCH_POLL_MS (10).
 """
@@ -36,10 +37,12 @@ def through_service(client: Client, poll_seconds: float) -> tuple[float, dict]:
     begin = time.perf_counter()
     task_id = client.submit()
     submitted = time.perf_counter()
-    status = client.wait_final(task_id, poll_seconds)
+    while (result := client.result(task_id)) is None:
+        time.sleep(poll_seconds)
     elapsed = time.perf_counter() - begin
-    if status["status"] != "succeeded":
-        raise RuntimeError(f"task {task_id} ended {status['status']}")
+    if result["status"] != "succeeded" or result["stdout"] != "1\n":
+        raise RuntimeError(f"task {task_id} ended {result['status']}: {result}")
+    status = client.status(task_id)  # its timestamps, after the clock has stopped
     created, claimed = parse_time(status["created_at"]), parse_time(status["started_at"])
     finished = parse_time(status["finished_at"])
     # Server timestamps have millisecond resolution; good enough to see where the time goes.
