@@ -13,6 +13,7 @@ import pytest
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskStatus
 from taskservice.queue import Publisher
+from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.tasks import TaskStore
 from tests.conftest import TEST_JWT_SECRET
 
@@ -342,9 +343,16 @@ def test_broker_down_gives_503_and_no_queued_task(config, db, hasher, clock):
     assert "never queued" in rows[0]["error"]
 
 
-def test_languages_and_docs(client):
+def test_languages_and_docs(client, db):
     languages = client.simulate_get("/languages").json["languages"]
     assert {entry["name"] for entry in languages} == {"python", "bash"}
+    assert all(entry["version"] is None for entry in languages)  # no worker has reported yet
+    LanguageVersionStore(db).report("python", "some-image", "3.99.1")
+    languages = client.simulate_get("/languages").json["languages"]
+    assert {entry["name"]: entry["version"] for entry in languages} == {
+        "python": "3.99.1",
+        "bash": None,
+    }
     assert client.simulate_get("/openapi.yaml").text.startswith("openapi:")
     assert client.simulate_get("/openapi.json").json["info"]["title"] == "Task Service"
     redirect = client.simulate_get("/swagger")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 import requests
 
@@ -150,3 +153,15 @@ def test_bad_bodies(service, ada, body, content_type, status):
     response = requests.post(f"{service}/task", data=body.encode(), headers=headers, timeout=5)
     assert response.status_code == status, response.text
     assert set(response.json()) == {"title", "description"}
+
+
+def test_languages_report_the_versions_the_worker_found(service):
+    deadline = time.monotonic() + 60
+    while True:
+        languages = requests.get(f"{service}/languages", timeout=5).json()["languages"]
+        versions = {entry["name"]: entry["version"] for entry in languages}
+        if all(versions.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert set(versions) == {"python", "bash"}
+    assert all(re.fullmatch(r"\d+\.\d+(\.\d+)?", v or "") for v in versions.values()), versions

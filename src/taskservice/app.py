@@ -20,6 +20,7 @@ from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
 from taskservice.services import Accounts, TaskSubmissions
 from taskservice.store.db import Database
+from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.validation import TaskLimits
@@ -129,7 +130,7 @@ def create_app(
     app.add_route("/task", TasksResource(submissions, limits))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(submissions))
     app.add_route("/result/{task_id:uuid}", TaskResultResource(submissions))
-    app.add_route("/languages", LanguagesResource(config))
+    app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
     app.add_route("/swagger", swagger, suffix="redirect")

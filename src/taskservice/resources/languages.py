@@ -1,15 +1,23 @@
 import falcon
 
 from taskservice.config import Config
+from taskservice.store.languages import LanguageVersionStore
 
 
 class LanguagesResource:
-    def __init__(self, config: Config):
-        self._body = {
+    def __init__(self, config: Config, versions: LanguageVersionStore):
+        self._config = config
+        self._versions = versions
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        config = self._config
+        # Versions are what the workers found in the images; null until a worker has started.
+        versions = self._versions.versions()
+        resp.media = {
             "languages": [
                 {
                     "name": language.name,
-                    "version": language.version,
+                    "version": versions.get(language.name),
                     "default_timeout": config.task_timeout_default,
                     "max_timeout": config.task_timeout_max,
                     "default_memory_mb": config.task_memory_mb,
@@ -18,6 +26,3 @@ class LanguagesResource:
                 for language in config.languages.values()
             ]
         }
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._body

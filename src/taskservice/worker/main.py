@@ -32,6 +32,7 @@ from taskservice.config import Config
 from taskservice.errors import BrokerUnavailable, DatabaseUnavailable
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.queue import connection_parameters, declare_topology, decode_message
+from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.tasks import ClaimResult, TaskStore, WorkerRegistry
 from taskservice.worker.sandbox import (
     SandboxFailure,
@@ -210,6 +211,8 @@ class Maintenance:
         publisher,
         worker_id: uuid.UUID,
         stopped: threading.Event,
+        sandbox,
+        language_versions: LanguageVersionStore,
     ):
         self._config = config
         self._registry = registry
@@ -218,6 +221,24 @@ class Maintenance:
         self._worker_id = worker_id
         self._stopped = stopped
         self._republished: dict[uuid.UUID, float] = {}
+        self._sandbox = sandbox
+        self._language_versions = language_versions
+        self._versions_reported: set[str] = set()
+
+    def report_versions(self) -> bool:
+        """Find each language's version in its image and record it; True once all are done."""
+        for language in self._config.languages.values():
+            if language.name in self._versions_reported:
+                continue
+            try:
+                version = self._sandbox.probe_version(language)
+                self._language_versions.report(language.name, language.image, version)
+            except (SandboxUnavailable, SandboxFailure, DatabaseUnavailable) as exc:
+                log.warning("could not report %s's version yet: %s", language.name, exc)
+                continue
+            self._versions_reported.add(language.name)
+            log.info("%s in %s is version %s", language.name, language.image, version)
+        return len(self._versions_reported) == len(self._config.languages)
 
     def heartbeat(self) -> None:
         try:
@@ -254,8 +275,11 @@ class Maintenance:
 
     def run(self) -> None:
         next_sweep = time.monotonic()
+        versions_done = False
         while not self._stopped.is_set():
             self.heartbeat()
+            if not versions_done:
+                versions_done = self.report_versions()
             if time.monotonic() >= next_sweep:
                 self.sweep()
                 next_sweep = time.monotonic() + self._config.sweep_interval_seconds
@@ -423,7 +447,16 @@ def run_worker(config: Config) -> None:
     runner = TaskRunner(config, tasks, sandbox, worker_id, stop=stop, hard_stop=hard_stop)
     worker = Worker(config, runner, sandbox, stop, hard_stop)
     publisher = Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds)
-    maintenance = Maintenance(config, registry, tasks, publisher, worker_id, maintenance_stopped)
+    maintenance = Maintenance(
+        config,
+        registry,
+        tasks,
+        publisher,
+        worker_id,
+        maintenance_stopped,
+        sandbox,
+        LanguageVersionStore(db),
+    )
     maintenance.heartbeat()  # be alive before the first claim
     maintenance_thread = threading.Thread(target=maintenance.run, name="maintenance", daemon=True)
     maintenance_thread.start()

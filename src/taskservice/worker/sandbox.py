@@ -268,6 +268,29 @@ class DockerSandbox:
             removed.append(container_id)
         return removed
 
+    def probe_version(self, language: Language) -> str:
+        """The version of ``language`` in its image, found by running its ``version_code``.
+
+        It runs as any task does, under the same limits, so what it reports is what tasks get.
+        """
+        outcome = self.run(
+            SandboxJob(
+                task_id=f"version-probe-{language.name}",
+                language=language,
+                code=language.version_code.encode(),
+                stdin=b"",
+                timeout_seconds=30,
+                memory_mb=128,
+            )
+        )
+        version = outcome.stdout.decode(errors="replace").strip()
+        if outcome.status is not TaskStatus.SUCCEEDED or not version:
+            raise SandboxFailure(
+                f"{language.name}'s version probe failed ({outcome.status.value}):"
+                f" {outcome.stderr[-300:].decode(errors='replace')}"
+            )
+        return version
+
     def remove_task_containers(self, task_id: str) -> int:
         """Force-remove every container of ``task_id``: what an earlier attempt left behind.
 
