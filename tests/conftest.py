@@ -25,6 +25,7 @@ from taskservice.auth import PasswordHasher
 from taskservice.config import Config, load_config
 from taskservice.queue import Publisher, dead_letter_queue
 from taskservice.store.migrate import migrate
+from tests.private_services import PrivateRabbitMQ
 
 RUN_ID = uuid.uuid4().hex[:10]
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-0123456789"
@@ -153,3 +154,12 @@ def docker_client():
     client.ping()  # fails the test (not skips it) when the engine is away
     yield client
     client.close()
+
+
+@pytest.fixture
+def rabbit():
+    """A RabbitMQ node of the test's own, which it may stop and restart."""
+    broker = PrivateRabbitMQ()
+    broker.start()
+    yield broker
+    broker.remove()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -82,6 +84,27 @@ class Process:
                 self.popen.kill()
                 self.popen.wait()
         return self.popen.returncode
+
+
+@contextlib.contextmanager
+def running_service(
+    config: Config, jwt_secret: str, logs: Path, **overrides: str
+) -> Iterator[tuple[str, Process, Process]]:
+    """`taskservice api` and one `taskservice worker`, up; yields (base URL, api, worker)."""
+    port = free_port()
+    env = service_env(config, jwt_secret, PORT=str(port), **overrides)
+    api = Process("api", env, logs / "api.log")
+    worker = Process("worker", env, logs / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_api(base, api)
+        assert worker.alive(), worker.log()
+        yield base, api, worker
+    finally:
+        api.stop()
+        # A worker finishes the tasks it runs and leaves the rest in the run's queue, which the
+        # session deletes.
+        worker.stop()
 
 
 def wait_for_api(base_url: str, api: Process, within: float = 30) -> None:

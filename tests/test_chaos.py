@@ -18,10 +18,8 @@ from dataclasses import replace
 from datetime import datetime
 
 import psycopg2
-import pytest
 import requests
 
-from tests.private_services import PrivateRabbitMQ
 from tests.service import ApiUser
 from tests.test_faults import Stack
 
@@ -47,14 +45,6 @@ def submit_with_retries(user: ApiUser, code: str, stop: threading.Event) -> str 
         assert response.status_code == 503, response.text  # the broker is restarting
         time.sleep(0.5)
     return None
-
-
-@pytest.fixture
-def rabbit():
-    broker = PrivateRabbitMQ()
-    broker.start()
-    yield broker
-    broker.remove()
 
 
 def test_chaos(config, rabbit, tmp_path, docker_client):

@@ -23,30 +23,20 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from taskservice.auth import BCRYPT_MAX_PASSWORD_BYTES
 from tests.conftest import TEST_JWT_SECRET
-from tests.service import ROOT, ApiUser, Process, free_port, service_env, wait_for_api
+from tests.service import ROOT, ApiUser, running_service
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("CONTRACT_EXAMPLES", "100"))
 
 
 @pytest.fixture(scope="module")
 def service(config, tmp_path_factory):
-    port = free_port()
-    env = service_env(
-        config, TEST_JWT_SECRET, QUEUE_NAME=f"{config.queue_name}.contract", PORT=str(port)
-    )
-    logs = tmp_path_factory.mktemp("contract")
-    api = Process("api", env, logs / "api.log")
-    worker = Process("worker", env, logs / "worker.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_api(base, api)
-        assert worker.alive(), worker.log()
+    with running_service(
+        config,
+        TEST_JWT_SECRET,
+        tmp_path_factory.mktemp("contract"),
+        QUEUE_NAME=f"{config.queue_name}.contract",
+    ) as (base, _api, _worker):
         yield base
-    finally:
-        api.stop()
-        # Fuzzed tasks may still be queued: the worker finishes the ones it runs and leaves
-        # the rest in the run's queue, which the session deletes.
-        worker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,31 +9,20 @@ import pytest
 import requests
 
 from tests.conftest import TEST_JWT_SECRET
-from tests.service import ApiUser, Process, free_port, service_env, wait_for_api
+from tests.service import ApiUser, running_service
 
 
 @pytest.fixture(scope="module")
 def service(config, tmp_path_factory):
     """The API and a worker, started as `taskservice api` and `taskservice worker` would be."""
-    port = free_port()
-    env = service_env(
+    with running_service(
         config,
         TEST_JWT_SECRET,
+        tmp_path_factory.mktemp("service"),
         QUEUE_NAME=f"{config.queue_name}.e2e",
-        PORT=str(port),
         MAX_OUTPUT_BYTES="65536",
-    )
-    logs = tmp_path_factory.mktemp("service")
-    api = Process("api", env, logs / "api.log")
-    worker = Process("worker", env, logs / "worker.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_api(base, api)
-        assert worker.alive(), worker.log()
+    ) as (base, _api, _worker):
         yield base
-    finally:
-        api.stop()
-        worker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import requests
 from taskservice.queue import dead_letter_queue
 from taskservice.store.migrate import migrate
 from tests.conftest import TEST_JWT_SECRET
-from tests.private_services import PrivatePostgres, PrivateRabbitMQ
+from tests.private_services import PrivatePostgres
 from tests.service import ApiUser, Process, free_port, service_env, wait_for_api
 
 SLOW_TASK = "import time\nprint('start', flush=True)\ntime.sleep({seconds})\nprint('done')"
@@ -84,14 +84,6 @@ def stack_factory(config, tmp_path):
 def queue_config(config):
     """The test config with a queue of its own, so no other worker takes these tasks."""
     return replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-def rabbit():
-    broker = PrivateRabbitMQ()
-    broker.start()
-    yield broker
-    broker.remove()
 
 
 def status_of(user: ApiUser, task_id: str) -> dict:

@@ -31,7 +31,7 @@ from taskservice.worker.sandbox import (
     TASK_LABEL,
 )
 from tests.conftest import RUN_ID, TEST_JWT_SECRET
-from tests.service import ApiUser, Process, free_port, service_env, wait_for_api
+from tests.service import ApiUser, Process, running_service
 
 OUTPUT_CAP = 64 * 1024
 # What the worker may grow by over the whole suite (measured: under 1 MiB). It keeps at most two
@@ -87,29 +87,18 @@ def orphan(docker_client, config):
 
 @pytest.fixture(scope="module")
 def service(config, tmp_path_factory, orphan):
-    port = free_port()
-    env = service_env(
+    with running_service(
         config,
         TEST_JWT_SECRET,
+        tmp_path_factory.mktemp("hostile"),
         QUEUE_NAME=f"{config.queue_name}.hostile",
-        PORT=str(port),
         MAX_OUTPUT_BYTES=str(OUTPUT_CAP),
         WORKER_CONCURRENCY="1",  # every "next task" runs on the same worker thread
-    )
-    logs = tmp_path_factory.mktemp("hostile")
-    api = Process("api", env, logs / "api.log")
-    worker = Process("worker", env, logs / "worker.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_api(base, api)
-        assert worker.alive(), worker.log()
+    ) as (base, _api, worker):
         warm_up = ApiUser(base)
         for _ in range(3):
             assert run(warm_up, CANARY)["stdout"] == CANARY_STDOUT
         yield Service(base, worker, rss_bytes(worker.pid), orphan.id)
-    finally:
-        api.stop()
-        worker.stop()
 
 
 @pytest.fixture(scope="module")

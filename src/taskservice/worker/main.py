@@ -405,18 +405,19 @@ class Worker:
 
 
 def _ack(deliveries: list[Delivery]) -> None:
+    _settle(deliveries, lambda channel, tag: channel.basic_ack(tag))
+
+
+def _reject(deliveries: list[Delivery]) -> None:
+    _settle(deliveries, lambda channel, tag: channel.basic_reject(tag, requeue=False))
+
+
+def _settle(deliveries: list[Delivery], settle) -> None:
     for delivery in deliveries:
         # Deliveries on a channel that has since closed were requeued by the broker already.
         if delivery.channel.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                delivery.channel.basic_ack(delivery.tag)
-
-
-def _reject(deliveries: list[Delivery]) -> None:
-    for delivery in deliveries:
-        if delivery.channel.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                delivery.channel.basic_reject(delivery.tag, requeue=False)
+                settle(delivery.channel, delivery.tag)
 
 
 def sandbox_settings(config: Config) -> SandboxSettings:
