@@ -154,3 +154,17 @@ def test_languages_report_the_versions_the_worker_found(service):
         time.sleep(0.5)
     assert set(versions) == {"python", "bash"}
     assert all(re.fullmatch(r"\d+\.\d+(\.\d+)?", v or "") for v in versions.values()), versions
+
+
+def test_chunked_body_is_refused_with_411(service, ada):
+    def chunks():
+        yield b'{"code": "print(1)"}'
+
+    response = requests.post(
+        f"{service}/task",
+        data=chunks(),
+        headers={**ada.headers, "Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert response.status_code == 411
+    assert set(response.json()) == {"title", "description"}

@@ -47,6 +47,13 @@ class BodyLimitMiddleware:
         limit = getattr(resource, "max_body_bytes", DEFAULT_BODY_LIMIT)
         if req.content_length is not None and req.content_length > limit:
             raise errors.PayloadTooLarge(f"The request body is over {limit} bytes.")
+        if req.content_length is None and req.get_header("Transfer-Encoding"):
+            # Falcon reads a body of unknown length as empty; say so rather than answer as if
+            # the client had sent nothing. (nginx in front turns chunked bodies into sized ones.)
+            raise falcon.HTTPLengthRequired(
+                title="Length required",
+                description="Send the request body with a Content-Length header, not chunked.",
+            )
 
 
 def _json_loads(text: str):
