@@ -26,6 +26,7 @@ from bench.common import (
     parse_time,
     print_comparisons,
     private_config,
+    tree_cpu_seconds,
     wait_for_quiet_machine,
     write_results,
 )
@@ -52,11 +53,18 @@ def through_service(config: Config, tasks: int) -> dict:
         client = Client(service.base)
         try:
             client.wait_final(client.submit(), 0.05)  # the worker is up and warm
+            cpu_before = {"api": tree_cpu_seconds(service.api.pid)}
+            cpu_before["worker"] = tree_cpu_seconds(service.worker.pid)
             began = time.time()
             task_ids = submit_all(client, tasks)
             submitted = time.time()
             # Tasks run roughly in order: by the time the last one is final, nearly all are.
             statuses = [client.wait_final(task_id, 0.1, within=600) for task_id in task_ids]
+            # What the service's own processes spent per task (the polling included).
+            cpu_ms = {
+                f"{part}_cpu_ms_per_task": (tree_cpu_seconds(pid) - cpu_before[part]) * 1000 / tasks
+                for part, pid in (("api", service.api.pid), ("worker", service.worker.pid))
+            }
         finally:
             client.close()
     failed = [s for s in statuses if s["status"] != "succeeded"]
@@ -67,6 +75,7 @@ def through_service(config: Config, tasks: int) -> dict:
         "tasks_per_s": tasks / (last - began),
         "seconds": last - began,
         "submit_seconds": submitted - began,
+        **cpu_ms,
     }
 
 
