@@ -31,6 +31,10 @@ def user_id(db, clock):
     return UserStore(db).create(uuid.uuid4(), "ada", "x", clock()).id
 
 
+def due(tasks: TaskStore) -> list[uuid.UUID]:
+    return tasks.due_for_requeue(LEASE, queued_after_seconds=600, resend_after_seconds=60)
+
+
 def request(code: bytes = b"print(1)") -> TaskRequest:
     return TaskRequest("python", code, b"", 5, 128)
 
@@ -53,10 +57,10 @@ def test_a_live_owner_keeps_its_task_and_a_dead_one_loses_it(db, tasks, registry
     # The message comes back (say the first worker lost its broker connection) while the
     # first worker still lives: the second must not run the task too.
     assert tasks.claim(task.id, second, clock(), 3, LEASE)[0] is ClaimResult.BUSY_ELSEWHERE
-    assert tasks.abandoned(LEASE) == []
+    assert due(tasks) == []
 
     age_heartbeat(db, first, LEASE + 1)
-    assert tasks.abandoned(LEASE) == [task.id]
+    assert due(tasks) == [task.id]
     claim, claimed = tasks.claim(task.id, second, clock(), 3, LEASE)
     assert claim is ClaimResult.CLAIMED and claimed.attempt == 2
 
@@ -64,7 +68,7 @@ def test_a_live_owner_keeps_its_task_and_a_dead_one_loses_it(db, tasks, registry
     assert not tasks.finish(task.id, 1, done, clock())  # the first worker's late result
     assert tasks.finish(task.id, 2, done, clock())
     assert tasks.claim(task.id, first, clock(), 3, LEASE)[0] is ClaimResult.ALREADY_FINAL
-    assert tasks.abandoned(LEASE) == []
+    assert due(tasks) == []
 
 
 def test_a_worker_that_left_frees_its_tasks_at_once(tasks, registry, user_id, clock):
@@ -73,7 +77,7 @@ def test_a_worker_that_left_frees_its_tasks_at_once(tasks, registry, user_id, cl
     registry.heartbeat(gone, "host", 1)
     tasks.claim(task.id, gone, clock(), 3, LEASE)
     registry.leave(gone)
-    assert tasks.abandoned(LEASE) == [task.id]
+    assert due(tasks) == [task.id]
     assert tasks.claim(task.id, uuid.uuid4(), clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
 
 
@@ -119,3 +123,42 @@ def test_fingerprint_applies_defaults_and_separates_fields():
     shifted_a = TaskRequest("python", b"ab", b"c", 5, 128)
     shifted_b = TaskRequest("python", b"a", b"bc", 5, 128)
     assert request_fingerprint(shifted_a) != request_fingerprint(shifted_b)
+
+
+def test_a_worker_reclaims_its_own_task(tasks, registry, user_id, clock):
+    # Its earlier claim's answer was lost (say the database restarted as it committed).
+    task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
+    me = uuid.uuid4()
+    registry.heartbeat(me, "host", 1)
+    assert tasks.claim(task.id, me, clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
+    claim, claimed = tasks.claim(task.id, me, clock(), 3, LEASE)
+    assert claim is ClaimResult.CLAIMED and claimed.attempt == 2
+
+
+def test_long_queued_tasks_are_due_once_per_resend_interval(db, tasks, user_id, clock):
+    fresh, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
+    stale, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
+    with db.transaction() as cursor:
+        cursor.execute(
+            "UPDATE tasks SET created_at = now() - interval '11 minutes' WHERE id = %s",
+            (stale.id,),
+        )
+        cursor.execute("UPDATE tasks SET created_at = now() WHERE id = %s", (fresh.id,))
+    assert due(tasks) == [stale.id]
+    assert due(tasks) == []  # resent just now: not again until the interval has passed
+    with db.transaction() as cursor:
+        cursor.execute(
+            "UPDATE tasks SET requeued_at = now() - interval '61 seconds' WHERE id = %s",
+            (stale.id,),
+        )
+    assert due(tasks) == [stale.id]
+
+
+def test_fail_unqueued_leaves_a_task_a_worker_took(tasks, user_id, clock):
+    key = IdempotencyKey("taken", request_fingerprint(request()))
+    task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    tasks.claim(task.id, uuid.uuid4(), clock(), 3, LEASE)
+    assert not tasks.fail_unqueued(task.id, "broker away", clock())
+    again, created = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
+    assert not created and again.id == task.id  # the key still names the running task
+    assert again.status is TaskStatus.RUNNING

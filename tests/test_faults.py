@@ -132,7 +132,7 @@ def test_worker_killed_mid_task_runs_again_once(queue_config, stack_factory, doc
 
 
 def test_broker_outage(queue_config, stack_factory, rabbit):
-    stack = stack_factory(replace(queue_config, amqp_url=rabbit.url))
+    stack = stack_factory(replace(queue_config, amqp_url=rabbit.url), WORKER_CONCURRENCY="3")
     stack.api()
     worker = stack.worker()
     user = ApiUser(stack.base)
@@ -167,6 +167,20 @@ def test_broker_outage(queue_config, stack_factory, rabbit):
     rabbit.restart()
     again = user.submit("print('again')")
     assert user.wait(again, within=90)["stdout"] == "again\n"
+
+    # The broker restarts while the worker is busy: the messages of its running tasks come back
+    # on the new connection; each task still runs once, and every delivery gets settled, so
+    # the worker keeps taking tasks afterwards (more of them than its prefetch).
+    busy = [user.submit(SLOW_TASK.format(seconds=8), timeout=20) for _ in range(3)]
+    for task_id in busy:  # every prefetch slot holds a running task
+        wait_until_running(user, task_id)
+    rabbit.restart()
+    for task_id in busy:
+        assert user.wait(task_id, within=90)["stdout"] == "start\ndone\n"
+        assert status_of(user, task_id)["attempts"] == 1
+    later = [user.submit(f"print('later {n}')") for n in range(6)]
+    for n, task_id in enumerate(later):
+        assert user.wait(task_id, within=60)["stdout"] == f"later {n}\n"
 
 
 def test_database_restart(queue_config, stack_factory):

@@ -78,8 +78,12 @@ def _domain_error_handler(req, resp, exc, params):
     if isinstance(exc, errors.TaskNotFound):
         raise errors.NotFound("No task with this id belongs to you.")
     if isinstance(exc, errors.ServiceUnavailable):
+        # The details (hosts, users, driver messages) go to the log, not to the client.
         log.warning("%s %s: %s", req.method, req.path, exc)
-        raise errors.Unavailable(f"{exc} Try again shortly.")
+        which = "message broker" if isinstance(exc, errors.BrokerUnavailable) else "database"
+        raise errors.Unavailable(
+            f"The {which} is unavailable; nothing was changed. Try again shortly."
+        )
     raise exc
 
 

@@ -71,6 +71,7 @@ class Config:
     worker_heartbeat_seconds: float = 2.0
     worker_lease_seconds: float = 10.0
     sweep_interval_seconds: float = 15.0
+    queued_resend_seconds: float = 600.0
     db_pool_size: int = 4
     broker_timeout_seconds: float = 5.0
     languages: Mapping[str, Language] = field(default_factory=dict)
@@ -166,6 +167,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "sweep_interval_seconds": _parse(
             env, "SWEEP_INTERVAL_SECONDS", float, defaults.sweep_interval_seconds
         ),
+        "queued_resend_seconds": _parse(
+            env, "QUEUED_RESEND_SECONDS", float, defaults.queued_resend_seconds
+        ),
         "db_pool_size": _parse(env, "DB_POOL_SIZE", int, defaults.db_pool_size),
         "broker_timeout_seconds": _parse(
             env, "BROKER_TIMEOUT_SECONDS", float, defaults.broker_timeout_seconds
@@ -197,6 +201,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         3 * values["worker_heartbeat_seconds"],
     )
     _in_range("SWEEP_INTERVAL_SECONDS", values["sweep_interval_seconds"], 0.1, 3600)
+    _in_range("QUEUED_RESEND_SECONDS", values["queued_resend_seconds"], 1, 7 * 24 * 3600)
     _in_range("DB_POOL_SIZE", values["db_pool_size"], 1, 100)
     _in_range("BROKER_TIMEOUT_SECONDS", values["broker_timeout_seconds"], 0.1, 120)
     for name, url_var, schemes in (

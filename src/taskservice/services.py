@@ -9,7 +9,7 @@ import uuid
 from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
 from taskservice.errors import BrokerUnavailable, InvalidCredentials
-from taskservice.model import Task, TaskRequest, TaskResult
+from taskservice.model import Task, TaskRequest, TaskResult, TaskStatus
 from taskservice.store.tasks import IdempotencyKey, TaskStore
 from taskservice.store.users import User, UserStore
 
@@ -81,6 +81,10 @@ class TaskSubmissions:
             self._new_id(), user_id, request, self._clock(), idempotency
         )
         if not created:
+            if task.status is TaskStatus.QUEUED:
+                # The first request may have died between storing and publishing; a second
+                # message is harmless (the claim skips what is running or done), a lost one not.
+                self._publisher.publish(task.id)
             return task, False
         try:
             self._publisher.publish(task.id)
@@ -88,12 +92,13 @@ class TaskSubmissions:
             # The client gets a 503 and never learns this id, and no message for it exists, so
             # the task is ended as `error` now rather than left `queued` forever. Should the
             # broker have kept the message after all, the worker finds a final task and skips it.
-            self._tasks.fail_unqueued(
+            # Should a worker have taken it already, the message did get through: accepted.
+            if self._tasks.fail_unqueued(
                 task.id,
                 "The message broker was unavailable, so the task was never queued; nothing ran.",
                 self._clock(),
-            )
-            raise
+            ):
+                raise
         return task, True
 
     def status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> Task | None:

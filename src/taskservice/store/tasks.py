@@ -181,18 +181,21 @@ class TaskStore:
         """
         with self._db.transaction() as cursor:
             cursor.execute(
-                "SELECT t.status, t.attempts, t.claimed_by,"
+                "SELECT t.status, t.attempts, t.claimed_by = %s AS mine,"
                 " w.heartbeat_at > now() - make_interval(secs => %s) AS owner_alive"
                 " FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
                 " WHERE t.id = %s FOR UPDATE OF t",
-                (lease_seconds, task_id),
+                (worker_id, lease_seconds, task_id),
             )
             row = cursor.fetchone()
             if row is None:
                 return ClaimResult.MISSING, None
             if TaskStatus(row["status"]).is_final:
                 return ClaimResult.ALREADY_FINAL, None
-            if row["status"] == TaskStatus.RUNNING and row["owner_alive"]:
+            # Held by this very worker: it runs a task once at a time, so the earlier claim's
+            # run is over (its outcome was lost, or the claim's commit reached the database
+            # but its answer did not reach us) and the task is claimed again.
+            if row["status"] == TaskStatus.RUNNING and row["owner_alive"] and not row["mine"]:
                 return ClaimResult.BUSY_ELSEWHERE, None
             if row["attempts"] >= max_attempts:
                 cursor.execute(
@@ -255,30 +258,48 @@ class TaskStore:
         """queued -> error, for a task whose message the broker would not take.
 
         Its idempotency key is released too: the client was told 503, and a retry with the same
-        key must make a task that runs, not return this one.
+        key must make a task that runs, not return this one. False when the task is no longer
+        `queued` (the message did get through, and a worker took it): nothing changes then.
         """
         with self._db.transaction() as cursor:
-            cursor.execute("DELETE FROM idempotency_keys WHERE task_id = %s", (task_id,))
             cursor.execute(
                 "UPDATE tasks SET status = 'error', finished_at = %s, error = %s"
                 " WHERE id = %s AND status = 'queued'",
                 (now, reason, task_id),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            cursor.execute("DELETE FROM idempotency_keys WHERE task_id = %s", (task_id,))
+            return True
 
-    def abandoned(self, lease_seconds: float, limit: int = 100) -> list[uuid.UUID]:
-        """Tasks `running` on a worker that is gone: candidates for a new message (the sweeper).
+    def due_for_requeue(
+        self,
+        lease_seconds: float,
+        queued_after_seconds: float,
+        resend_after_seconds: float,
+        limit: int = 100,
+    ) -> list[uuid.UUID]:
+        """Tasks that nothing would move again unless their message is sent anew (the sweeper).
 
-        Their message may be lost (acked by mistake, purged, or never redelivered), so nothing
-        else would ever move them again.
+        A task `running` on a worker that is gone, whose message may be lost; and a task still
+        `queued` long after it was made, whose message may never have been sent (the API died
+        between storing and publishing it). Each is returned at most once per
+        ``resend_after_seconds``, across all workers, so a task that only waits in a long queue
+        gets few duplicates; the claim makes any duplicate harmless.
         """
         with self._db.transaction() as cursor:
             cursor.execute(
-                "SELECT t.id FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
-                " WHERE t.status = 'running'"
-                " AND (w.id IS NULL OR w.heartbeat_at < now() - make_interval(secs => %s))"
-                " ORDER BY t.started_at LIMIT %s",
-                (lease_seconds, limit),
+                "UPDATE tasks SET requeued_at = now() WHERE id IN ("
+                " SELECT t.id FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
+                " WHERE ((t.status = 'running' AND (w.id IS NULL"
+                "         OR w.heartbeat_at < now() - make_interval(secs => %s)))"
+                "     OR (t.status = 'queued'"
+                "         AND t.created_at < now() - make_interval(secs => %s)))"
+                " AND (t.requeued_at IS NULL"
+                "     OR t.requeued_at < now() - make_interval(secs => %s))"
+                " ORDER BY t.created_at LIMIT %s FOR UPDATE OF t SKIP LOCKED)"
+                " RETURNING id",
+                (lease_seconds, queued_after_seconds, resend_after_seconds, limit),
             )
             return [row["id"] for row in cursor.fetchall()]
 

@@ -58,7 +58,7 @@ class TaskRunner:
         sandbox,
         worker_id: uuid.UUID,
         clock: Clock = utc_now,
-        sleep=time.sleep,
+        sleep=None,
         stop: threading.Event | None = None,
         hard_stop: threading.Event | None = None,
     ):
@@ -67,9 +67,10 @@ class TaskRunner:
         self._sandbox = sandbox
         self._worker_id = worker_id
         self._clock = clock
-        self._sleep = sleep
         self._stop = stop or threading.Event()
         self._hard_stop = hard_stop or threading.Event()
+        # Pauses between retries end early on a hard stop.
+        self._sleep = sleep or self._hard_stop.wait
 
     def handle(self, task_id: uuid.UUID) -> str:
         """Process one message's task; return what happened. Raises ``Stopping`` on a stop.
@@ -112,6 +113,8 @@ class TaskRunner:
         # the outcome) stop waiting: if that worker dies later, the sweeper re-queues the task.
         patience = config.task_timeout_max + 2 * config.worker_lease_seconds + 30
         waited = 0.0
+        if self._stop.is_set():
+            raise Stopping()  # delivered before the stop signal, not started: leave it for others
         while True:
             claim, task = self._retry_db(
                 lambda: self._tasks.claim(
@@ -158,6 +161,8 @@ class TaskRunner:
                     raise Stopping()  # killed by our own hard stop: not the program's outcome
                 return outcome
             except SandboxFailure as exc:
+                if self._hard_stop.is_set():
+                    raise Stopping() from exc  # our own kill broke the run: not its outcome
                 return RunOutcome(status=TaskStatus.ERROR, error=str(exc))
             except SandboxUnavailable as exc:
                 # The engine failed, not the user's code: try again after a pause.
@@ -192,6 +197,7 @@ class TaskRunner:
 
 @dataclass(frozen=True)
 class Delivery:
+    connection: object
     channel: object
     tag: int
 
@@ -220,7 +226,6 @@ class Maintenance:
         self._publisher = publisher
         self._worker_id = worker_id
         self._stopped = stopped
-        self._republished: dict[uuid.UUID, float] = {}
         self._sandbox = sandbox
         self._language_versions = language_versions
         self._versions_reported: set[str] = set()
@@ -247,47 +252,62 @@ class Maintenance:
             log.warning("heartbeat failed: %s", exc)
 
     def sweep(self) -> list[uuid.UUID]:
-        """Publish a fresh message for each task whose worker is gone; return their ids."""
-        lease = self._config.worker_lease_seconds
+        """Send anew the id of each task nothing else would move; return their ids."""
+        config = self._config
         try:
-            abandoned = self._tasks.abandoned(lease)
+            due = self._tasks.due_for_requeue(
+                lease_seconds=config.worker_lease_seconds,
+                queued_after_seconds=config.queued_resend_seconds,
+                # A message already sent may simply be waiting in a long queue: resend rarely.
+                resend_after_seconds=max(60.0, 6 * config.worker_lease_seconds),
+            )
             self._registry.forget_stale(24 * 3600)
         except DatabaseUnavailable as exc:
             log.warning("sweep skipped: %s", exc)
             return []
-        now = time.monotonic()
-        # A message already sent may simply be waiting in a long queue: resend only rarely.
-        resend_after = max(60.0, 6 * lease)
         published = []
-        for task_id in abandoned:
-            if now - self._republished.get(task_id, -resend_after) < resend_after:
-                continue
+        for task_id in due:
             try:
                 self._publisher.publish(task_id)
             except BrokerUnavailable as exc:
-                log.warning("could not re-queue abandoned task %s: %s", task_id, exc)
+                # Marked as resent all the same: the next try comes after the resend interval.
+                log.warning("could not re-queue task %s: %s", task_id, exc)
                 break
-            self._republished[task_id] = now
             published.append(task_id)
-            log.warning("re-queued task %s: its worker is gone", task_id)
-        self._republished = {k: v for k, v in self._republished.items() if k in set(abandoned)}
+            log.warning("re-queued task %s: nothing else would have moved it", task_id)
         return published
 
-    def run(self) -> None:
-        next_sweep = time.monotonic()
+    def beat_until_stopped(self) -> None:
+        """The heartbeat, on a thread of its own: nothing slow may delay it past the lease."""
+        while not self._stopped.is_set():
+            try:
+                self.heartbeat()
+            except Exception:
+                # However it failed, the next beat tries again; a dead heartbeat thread would
+                # let other workers take over this worker's tasks while it still runs them.
+                log.exception("heartbeat failed")
+            self._stopped.wait(self._config.worker_heartbeat_seconds)
+
+    def sweep_until_stopped(self) -> None:
+        """Language versions until reported, then the sweep, until the worker stops."""
         versions_done = False
         while not self._stopped.is_set():
-            self.heartbeat()
-            if not versions_done:
-                versions_done = self.report_versions()
-            if time.monotonic() >= next_sweep:
+            try:
+                if not versions_done:
+                    versions_done = self.report_versions()
                 self.sweep()
-                next_sweep = time.monotonic() + self._config.sweep_interval_seconds
-            self._stopped.wait(self._config.worker_heartbeat_seconds)
+            except Exception:
+                log.exception("sweep failed")
+            self._stopped.wait(self._config.sweep_interval_seconds)
 
 
 class Worker:
-    """The RabbitMQ side: consume with prefetch, run on a thread pool, ack after storing."""
+    """The RabbitMQ side: consume with prefetch, run on a thread pool, ack after storing.
+
+    pika's connection belongs to the main thread. A task thread never touches it: it hands the
+    ack to the main thread with ``add_callback_threadsafe`` on the connection that is live at
+    that moment, and each delivery is settled only on the channel it came on.
+    """
 
     def __init__(
         self,
@@ -305,11 +325,15 @@ class Worker:
         self._executor = ThreadPoolExecutor(
             max_workers=config.worker_concurrency, thread_name_prefix="task"
         )
-        # Every delivery of a task this worker is running. A task is run once per worker even
-        # when its message arrives again (a reconnect, a sweeper's resend); all of its
-        # deliveries are settled together when it ends.
-        self._deliveries: dict[uuid.UUID, list[Delivery]] = {}
-        self._deliveries_lock = threading.Lock()
+        self._lock = threading.Lock()
+        # The tasks this worker is running, each with every delivery of its message. A task runs
+        # once per worker even when its message arrives again (after a reconnect, or a
+        # sweeper's resend); all of its deliveries are settled together when it ends.
+        self._running: dict[uuid.UUID, list[Delivery]] = {}
+        # Tasks whose settling is queued on the live connection but has not run yet.
+        self._settling: set[uuid.UUID] = set()
+        self._connection = None  # the live connection, while _consume holds one
+        self._connected = False  # whether the current _consume got a connection
 
     def request_stop(self, signum=None, frame=None) -> None:
         if self._stop.is_set():
@@ -324,15 +348,16 @@ class Worker:
         delay = 1.0
         try:
             while not self._stop.is_set():
+                self._connected = False
                 try:
                     self._consume()
-                    delay = 1.0
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     if self._stop.is_set():
                         break
+                    # Back off while the broker stays away; a connection that worked starts over.
+                    delay = 1.0 if self._connected else min(delay * 2, 30.0)
                     log.warning("broker connection lost (%r); reconnecting in %.0f s", exc, delay)
                     self._stop.wait(delay)
-                    delay = min(delay * 2, 30.0)
             # Graceful stop with the broker away: still let running tasks store their outcome.
             while self._busy() and not self._hard_stop.is_set():
                 time.sleep(0.2)
@@ -342,6 +367,9 @@ class Worker:
     def _consume(self) -> None:
         params = connection_parameters(self._config.amqp_url, self._config.broker_timeout_seconds)
         connection = pika.BlockingConnection(params)
+        self._connected = True
+        with self._lock:
+            self._connection = connection
         try:
             channel = connection.channel()
             declare_topology(channel, self._config.queue_name)
@@ -356,13 +384,21 @@ class Worker:
             while self._busy() and not self._hard_stop.is_set():
                 connection.process_data_events(time_limit=0.5)
         finally:
+            with self._lock:
+                self._connection = None
             if connection.is_open:
                 with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                     connection.close()
+            # Settling queued on this connection will not run now; the broker requeued those
+            # messages with the connection, and they are skipped when they come back.
+            with self._lock:
+                for task_id in self._settling:
+                    self._running.pop(task_id, None)
+                self._settling.clear()
 
     def _busy(self) -> bool:
-        with self._deliveries_lock:
-            return bool(self._deliveries)
+        with self._lock:
+            return bool(self._running)
 
     def _on_message(self, connection, channel, method, properties, body: bytes) -> None:
         try:
@@ -371,16 +407,16 @@ class Worker:
             log.error("dead-lettering a poison message: %s", exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        delivery = Delivery(channel, method.delivery_tag)
-        with self._deliveries_lock:
-            running = task_id in self._deliveries
-            self._deliveries.setdefault(task_id, []).append(delivery)
+        delivery = Delivery(connection, channel, method.delivery_tag)
+        with self._lock:
+            running = task_id in self._running
+            self._running.setdefault(task_id, []).append(delivery)
         if running:
             log.info("task %s delivered again while running here; settled when it ends", task_id)
             return
-        self._executor.submit(self._work, connection, task_id)
+        self._executor.submit(self._work, task_id)
 
-    def _work(self, connection, task_id: uuid.UUID) -> None:
+    def _work(self, task_id: uuid.UUID) -> None:
         settle = None
         try:
             result = self._runner.handle(task_id)
@@ -389,19 +425,35 @@ class Worker:
         except Stopping:
             log.info("task %s left unacked for redelivery", task_id)
         except Exception:
-            # A failure outside a run (say, in the claim): leave the message unacked. It comes
-            # back when this connection closes, and the attempt counter bounds the retries.
-            log.exception("task %s failed unexpectedly", task_id)
+            # A failure outside a run (say, a database error in the claim): put the message
+            # back after a pause. The attempt counter bounds how often a claimed task retries.
+            log.exception("task %s failed unexpectedly; requeuing its message", task_id)
+            self._hard_stop.wait(1.0)
+            settle = _requeue
         finally:
-            with self._deliveries_lock:
-                deliveries = self._deliveries.pop(task_id, [])
-            if settle is not None:
+            self._finish(task_id, settle)
+
+    def _finish(self, task_id: uuid.UUID, settle) -> None:
+        with self._lock:
+            connection = self._connection
+            if settle is not None and connection is not None:
                 try:
-                    connection.add_callback_threadsafe(functools.partial(settle, deliveries))
+                    connection.add_callback_threadsafe(
+                        functools.partial(self._settle_on_connection_thread, task_id, settle)
+                    )
+                    self._settling.add(task_id)
+                    return
                 except (pika.exceptions.AMQPError, OSError) as exc:
-                    # The connection is gone; the message will be redelivered and skipped,
-                    # since its task is now final.
-                    log.warning("could not ack task %s: %r", task_id, exc)
+                    log.warning("could not settle task %s: %r", task_id, exc)
+            # Nothing to settle, or no live connection: the broker requeues the message, and a
+            # final task's message is skipped when it comes back.
+            self._running.pop(task_id, None)
+
+    def _settle_on_connection_thread(self, task_id: uuid.UUID, settle) -> None:
+        with self._lock:
+            deliveries = self._running.pop(task_id, [])
+            self._settling.discard(task_id)
+        settle(deliveries)
 
 
 def _ack(deliveries: list[Delivery]) -> None:
@@ -412,9 +464,13 @@ def _reject(deliveries: list[Delivery]) -> None:
     _settle(deliveries, lambda channel, tag: channel.basic_reject(tag, requeue=False))
 
 
+def _requeue(deliveries: list[Delivery]) -> None:
+    _settle(deliveries, lambda channel, tag: channel.basic_nack(tag, requeue=True))
+
+
 def _settle(deliveries: list[Delivery], settle) -> None:
     for delivery in deliveries:
-        # Deliveries on a channel that has since closed were requeued by the broker already.
+        # A delivery on a channel that has closed since was requeued by the broker already.
         if delivery.channel.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 settle(delivery.channel, delivery.tag)
@@ -439,8 +495,8 @@ def run_worker(config: Config) -> None:
 
     client = docker_client(config.docker_host)
     sandbox = DockerSandbox(client, sandbox_settings(config))
-    # One connection per task thread, one for the maintenance thread.
-    db = Database(config.database_url, size=config.worker_concurrency + 1)
+    # One connection per task thread, one for the heartbeat, one for the sweep.
+    db = Database(config.database_url, size=config.worker_concurrency + 2)
     tasks = TaskStore(db)
     registry = WorkerRegistry(db)
     worker_id = uuid.uuid4()
@@ -459,32 +515,35 @@ def run_worker(config: Config) -> None:
         LanguageVersionStore(db),
     )
     maintenance.heartbeat()  # be alive before the first claim
-    maintenance_thread = threading.Thread(target=maintenance.run, name="maintenance", daemon=True)
-    maintenance_thread.start()
-    # Containers left behind by a worker that died (this one earlier, or another), now and
-    # every 30 s; Docker itself is the only record of them.
-    orphans_stopped = threading.Event()
-    orphan_thread = threading.Thread(
-        target=sandbox.remove_expired_until,
-        args=(orphans_stopped, config.sandbox_orphan_grace_seconds, 30.0),
-        name="orphan-sweep",
-        daemon=True,
-    )
-    orphan_thread.start()
+    background = [
+        threading.Thread(target=maintenance.beat_until_stopped, name="heartbeat", daemon=True),
+        threading.Thread(target=maintenance.sweep_until_stopped, name="sweep", daemon=True),
+        # Containers left behind by a worker that died (this one earlier, or another), now
+        # and every 30 s; Docker itself is the only record of them.
+        threading.Thread(
+            target=sandbox.remove_expired_until,
+            args=(maintenance_stopped, config.sandbox_orphan_grace_seconds, 30.0),
+            name="orphan-sweep",
+            daemon=True,
+        ),
+    ]
+    for thread in background:
+        thread.start()
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
     log.info("worker %s started", worker_id)
     try:
         worker.run_forever()
     finally:
-        orphans_stopped.set()
         maintenance_stopped.set()
-        maintenance_thread.join(timeout=10)
+        for thread in background:
+            thread.join(timeout=10)
         # Leaving at once lets another worker take over unfinished tasks without waiting for
         # this worker's lease to run out.
         with contextlib.suppress(DatabaseUnavailable):
             registry.leave(worker_id)
-        publisher.close()
+        if not background[1].is_alive():  # the sweep's publisher is its thread's alone
+            publisher.close()
         db.close()
         client.close()
         log.info("worker %s stopped", worker_id)

@@ -209,13 +209,17 @@ class DockerSandbox:
         self._settings = settings
         self._active: dict[str, object] = {}
         self._active_lock = threading.Lock()
+        self._stopping = False
 
     def run(self, job: SandboxJob) -> RunOutcome:
         """Run one job in a new container and always remove the container afterwards."""
         container = self._create(job)
         with self._active_lock:
             self._active[container.id] = container
+            stopping = self._stopping
         try:
+            if stopping:  # created just as kill_all ran: never start it
+                raise SandboxUnavailable("The worker is stopping.")
             return self._attach_and_run(container, job)
         except (docker.errors.APIError, requests.exceptions.RequestException, OSError) as exc:
             raise SandboxUnavailable(f"Docker failed while running the task: {exc}") from exc
@@ -227,6 +231,7 @@ class DockerSandbox:
     def kill_all(self) -> None:
         """Kill every running sandbox (the worker's hard stop); their tasks will run again."""
         with self._active_lock:
+            self._stopping = True
             containers = list(self._active.values())
         for container in containers:
             with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
@@ -391,18 +396,38 @@ class DockerSandbox:
         try:
             container.start()
             started = time.monotonic()
+        except BaseException:
+            self._close_attach(attach, sock)
+            raise  # nothing ran: the engine's failure, which the caller may retry
+        try:
+            return self._supervise(
+                container, job, attach, sock, sampler, capture, outgoing, started
+            )
+        except (docker.errors.APIError, requests.exceptions.RequestException, OSError) as exc:
+            # The program ran, or may have: running it again would not be honest, so the task
+            # ends `error` instead of being retried.
+            raise SandboxFailure(
+                f"Docker failed while the program ran, so its outcome is unknown: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _close_attach(attach, sock: socket.socket) -> None:
+        # Closing the socket first: kill() and remove() can block for the whole API timeout
+        # while an attach stream is still open.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+        with contextlib.suppress(OSError):
+            attach.close()
+
+    def _supervise(self, container, job, attach, sock, sampler, capture, outgoing, started):
+        try:
             sampler.start()
             ended_by = self._pump(sock, outgoing, capture, started + job.timeout_seconds)
         finally:
             memory_peak_bytes = sampler.stop()
-            # Closing the socket first: kill() and remove() can block for the whole API timeout
-            # while an attach stream is still open.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
-            with contextlib.suppress(OSError):
-                attach.close()
+            self._close_attach(attach, sock)
         if ended_by != "exit":
             with contextlib.suppress(docker.errors.APIError):
                 container.kill()
