@@ -260,12 +260,14 @@ def test_poison_messages_are_dead_lettered(queue_config, stack_factory):
     assert user.wait(user.submit("print(2)"))["stdout"] == "2\n"
 
 
-def test_sweeper_requeues_a_task_whose_message_was_lost(queue_config, stack_factory):
-    stack = stack_factory(queue_config)
+def test_sweeper_requeues_tasks_whose_message_was_lost(queue_config, stack_factory):
+    stack = stack_factory(queue_config, QUEUED_RESEND_SECONDS="2")
     stack.api()
     user = ApiUser(stack.base)
-    task_id = user.submit("print('found')")
-    # Its message is lost and it looks claimed by a worker that died.
+    held_by_the_dead = user.submit("print('found')")
+    never_published = user.submit("print('sent late')")
+    # Both messages are lost. One task looks claimed by a worker that died; the other looks
+    # like the API died between storing it and publishing it.
     connection = pika.BlockingConnection(pika.URLParameters(queue_config.amqp_url))
     connection.channel().queue_purge(queue_config.queue_name)
     connection.close()
@@ -273,12 +275,13 @@ def test_sweeper_requeues_a_task_whose_message_was_lost(queue_config, stack_fact
         cursor.execute(
             "UPDATE tasks SET status = 'running', attempts = 1, claimed_by = %s,"
             " started_at = now() WHERE id = %s",
-            (str(uuid.uuid4()), task_id),
+            (str(uuid.uuid4()), held_by_the_dead),
         )
     stack.worker()
-    result = user.wait(task_id, within=60)
-    assert result["stdout"] == "found\n"
-    assert status_of(user, task_id)["attempts"] == 2
+    assert user.wait(held_by_the_dead, within=60)["stdout"] == "found\n"
+    assert status_of(user, held_by_the_dead)["attempts"] == 2
+    assert user.wait(never_published, within=60)["stdout"] == "sent late\n"
+    assert status_of(user, never_published)["attempts"] == 1
 
 
 def test_first_sigterm_finishes_the_running_task(queue_config, stack_factory):
