@@ -21,22 +21,17 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import pika
-import psycopg2
 import requests
 
 from taskservice.config import Config, load_config
 from taskservice.model import TaskStatus
-from taskservice.queue import dead_letter_queue
-from taskservice.store.migrate import migrate
 from taskservice.worker.main import sandbox_settings
 from taskservice.worker.sandbox import DockerSandbox, SandboxJob, docker_client
-from tests.service import Process, free_port
+from tests.service import Process, free_port, own_database_and_queues
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -207,21 +202,6 @@ def print_comparisons(comparisons: list[dict]) -> None:
 # --- a private database and queue --------------------------------------------------------------
 
 
-def _with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-def _delete_queues(config: Config) -> None:
-    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
-        channel = connection.channel()
-        for queue in (config.queue_name, dead_letter_queue(config.queue_name)):
-            channel.queue_delete(queue)
-        channel.exchange_delete(dead_letter_queue(config.queue_name))
-        connection.close()
-
-
 @contextlib.contextmanager
 def private_config() -> Iterator[Config]:
     """The machine's Config with a database (migrated) and queue of this run's own, both
@@ -235,20 +215,8 @@ def private_config() -> Iterator[Config]:
             "JWT_SECRET": os.environ.get("JWT_SECRET") or secrets.token_hex(32),
         }
     )
-    name = f"taskservice_bench_{run_id}"
-    admin = psycopg2.connect(_with_database(base.database_url, "postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    config = replace(base, database_url=_with_database(base.database_url, name))
-    try:
-        migrate(config.database_url)
+    with own_database_and_queues(base, f"taskservice_bench_{run_id}") as config:
         yield config
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-        _delete_queues(config)
 
 
 # --- the service's processes -------------------------------------------------------------------

@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import docker
-import pika
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
@@ -23,17 +21,12 @@ from falcon import testing
 from taskservice.app import Collaborators, create_app
 from taskservice.auth import PasswordHasher
 from taskservice.config import Config, load_config
-from taskservice.queue import Publisher, dead_letter_queue
-from taskservice.store.migrate import migrate
+from taskservice.queue import Publisher
 from tests.private_services import PrivateRabbitMQ
+from tests.service import own_database_and_queues
 
 RUN_ID = uuid.uuid4().hex[:10]
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-0123456789"
-
-
-def _server_dsn(dsn: str, database: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{database}"
 
 
 @pytest.fixture(scope="session")
@@ -53,30 +46,8 @@ def base_config() -> Config:
 @pytest.fixture(scope="session")
 def config(base_config: Config) -> Config:
     """The config with a fresh, migrated database of its own, dropped after the run."""
-    name = f"taskservice_test_{RUN_ID}"
-    admin = psycopg2.connect(_server_dsn(base_config.database_url, "postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    config = replace(base_config, database_url=_server_dsn(base_config.database_url, name))
-    migrate(config.database_url)
-    try:
+    with own_database_and_queues(base_config, f"taskservice_test_{RUN_ID}") as config:
         yield config
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-        _delete_queues(config)
-
-
-def _delete_queues(config: Config) -> None:
-    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
-        channel = connection.channel()
-        for queue in (config.queue_name, dead_letter_queue(config.queue_name)):
-            channel.queue_delete(queue)
-        channel.exchange_delete(dead_letter_queue(config.queue_name))
-        connection.close()
 
 
 class RolledBackDatabase:

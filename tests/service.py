@@ -11,13 +11,54 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import pika
+import pika.exceptions
+import psycopg2
 import requests
 
 from taskservice.config import Config
+from taskservice.queue import dead_letter_queue
+from taskservice.store.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+def _delete_queues(config: Config) -> None:
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
+        channel = connection.channel()
+        for queue in (config.queue_name, dead_letter_queue(config.queue_name)):
+            channel.queue_delete(queue)
+        channel.exchange_delete(dead_letter_queue(config.queue_name))
+        connection.close()
+
+
+@contextlib.contextmanager
+def own_database_and_queues(base: Config, database: str) -> Iterator[Config]:
+    """``base`` with a new, migrated database of the given name; the database and the queues
+    of ``base.queue_name`` are removed at the end. Test runs and benchmarks never share data.
+    """
+    admin = psycopg2.connect(_with_database(base.database_url, "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{database}"')
+    config = replace(base, database_url=_with_database(base.database_url, database))
+    try:
+        migrate(config.database_url)
+        yield config
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+        _delete_queues(config)
 
 
 def free_port() -> int:
