@@ -86,7 +86,13 @@ def test_wall_clock_timeout_kills(run):
 
 
 def test_output_is_capped_and_flagged(run):
-    outcome = run("import sys\nsys.stderr.write('e'*10)\nwhile True: print('x'*1000)")
+    # The engine relays stdout and stderr independently; the pause lets the stderr bytes
+    # through before stdout floods to the cap and the program is killed (what is still in
+    # flight at the kill is not waited for).
+    outcome = run(
+        "import sys, time\nsys.stderr.write('e'*10)\nsys.stderr.flush()\ntime.sleep(0.5)\n"
+        "while True: print('x'*1000)"
+    )
     assert outcome.status is TaskStatus.FAILED
     assert outcome.stdout_truncated and not outcome.stderr_truncated
     assert len(outcome.stdout) == 64 * 1024
