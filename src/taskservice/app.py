@@ -75,8 +75,6 @@ def _domain_error_handler(req, resp, exc, params):
             "This Idempotency-Key was used for a different request within the last 24 hours;"
             " use a new key for a new task."
         )
-    if isinstance(exc, errors.TaskNotFound):
-        raise errors.NotFound("No task with this id belongs to you.")
     if isinstance(exc, errors.ServiceUnavailable):
         # The details (hosts, users, driver messages) go to the log, not to the client.
         log.warning("%s %s: %s", req.method, req.path, exc)

@@ -21,10 +21,6 @@ class InvalidCredentials(DomainError):
     pass
 
 
-class TaskNotFound(DomainError):
-    pass
-
-
 class IdempotencyKeyReused(DomainError):
     """The same Idempotency-Key came with a different request."""
 
