@@ -24,11 +24,11 @@ from bench.common import (
     knob,
     print_comparisons,
     private_config,
-    service_env,
     tree_cpu_seconds,
     wait_for_quiet_machine,
     write_results,
 )
+from tests.service import process_env
 
 TARGET_STATUS_RATIO = 0.6
 TARGET_SUBMIT_RATIO = 0.35
@@ -91,7 +91,7 @@ def main() -> None:
     with (
         private_config() as config,
         Service(config, worker=False) as service,
-        BareGunicorn("bench.bare_app:app", service_env(config)) as bare,
+        BareGunicorn("bench.bare_app:app", process_env(config, config.jwt_secret)) as bare,
     ):
         client = Client(service.base)
         task_id = client.submit()

@@ -25,13 +25,17 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import requests
-
 from taskservice.config import Config, load_config
 from taskservice.model import TaskStatus
+from taskservice.sandbox import DockerSandbox, SandboxJob, docker_client
 from taskservice.worker.main import sandbox_settings
-from taskservice.worker.sandbox import DockerSandbox, SandboxJob, docker_client
-from tests.service import Process, free_port, own_database_and_queues
+from tests.service import (
+    Process,
+    free_port,
+    own_database_and_queues,
+    process_env,
+    wait_for_http,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -222,33 +226,6 @@ def private_config() -> Iterator[Config]:
 # --- the service's processes -------------------------------------------------------------------
 
 
-def service_env(config: Config, **overrides: str) -> dict[str, str]:
-    """The processes' environment: the machine's, plus this run's database, queue and secret."""
-    return {
-        **os.environ,
-        "DATABASE_URL": config.database_url,
-        "AMQP_URL": config.amqp_url,
-        "QUEUE_NAME": config.queue_name,
-        "JWT_SECRET": config.jwt_secret,
-        **overrides,
-    }
-
-
-def wait_for_http(base: str, alive, log, within: float = 60) -> None:
-    """Until ``base``/ answers; a busy machine may take a while to start gunicorn's workers."""
-    deadline = time.monotonic() + within
-    while True:
-        if not alive():
-            raise RuntimeError(f"the server exited:\n{log()[-3000:]}")
-        try:
-            requests.get(base + "/", timeout=2)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no answer from {base} within {within} s") from None
-            time.sleep(0.2)
-
-
 class Service:
     """`taskservice api` and/or `taskservice worker`, as the operator would start them."""
 
@@ -256,7 +233,7 @@ class Service:
         self._logs = tempfile.TemporaryDirectory(prefix="taskservice-bench-")
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        environment = service_env(config, PORT=str(port), **env)
+        environment = process_env(config, config.jwt_secret, PORT=str(port), **env)
         self.api = Process("api", environment, Path(self._logs.name) / "api.log") if api else None
         self.worker = (
             Process("worker", environment, Path(self._logs.name) / "worker.log") if worker else None

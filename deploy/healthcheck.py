@@ -47,7 +47,7 @@ def check_api(config) -> str:
 
 
 def check_worker(config) -> str:
-    from taskservice.worker.sandbox import docker_client
+    from taskservice.sandbox import docker_client
 
     client = docker_client(config.docker_host, timeout=5)
     try:

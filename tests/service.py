@@ -67,19 +67,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def service_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, str]:
-    """The environment the processes get: the test run's database, queue and secret."""
+def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, str]:
+    """The processes' environment: the machine's, plus the run's database, queue and secret."""
     return {
         **os.environ,
         "DATABASE_URL": config.database_url,
         "AMQP_URL": config.amqp_url,
         "QUEUE_NAME": config.queue_name,
         "JWT_SECRET": jwt_secret,
-        "BCRYPT_ROUNDS": "4",
-        "API_WORKERS": "1",
         "SANDBOX_IMAGE": config.sandbox_image,
         **overrides,
     }
+
+
+def service_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, str]:
+    """``process_env`` with the tests' settings: cheap bcrypt and one API process."""
+    return process_env(config, jwt_secret, BCRYPT_ROUNDS="4", API_WORKERS="1", **overrides)
 
 
 class Process:
@@ -148,17 +151,22 @@ def running_service(
         worker.stop()
 
 
-def wait_for_api(base_url: str, api: Process, within: float = 30) -> None:
+def wait_for_http(base_url: str, alive, log, within: float = 60) -> None:
+    """Until ``base_url``/ answers 200; fails at once when the server (``alive()``) exits."""
     deadline = time.monotonic() + within
     while True:
-        assert api.alive(), api.log()
+        assert alive(), log()[-3000:]
         try:
-            if requests.get(base_url + "/", timeout=1).status_code == 200:
+            if requests.get(base_url + "/", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
-        assert time.monotonic() < deadline, f"the API did not come up within {within} s"
+        assert time.monotonic() < deadline, f"{base_url} did not come up within {within} s"
         time.sleep(0.2)
+
+
+def wait_for_api(base_url: str, api: Process, within: float = 30) -> None:
+    wait_for_http(base_url, api.alive, api.log, within)
 
 
 class ApiUser:

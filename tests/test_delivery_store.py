@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from taskservice.errors import IdempotencyKeyReused
-from taskservice.model import RunOutcome, TaskRequest, TaskStatus
+from taskservice.model import IdempotencyKey, RunOutcome, TaskRequest, TaskStatus
 from taskservice.services import request_fingerprint
-from taskservice.store.tasks import ClaimResult, IdempotencyKey, TaskStore, WorkerRegistry
+from taskservice.store.tasks import ClaimResult, TaskStore, WorkerRegistry
 from taskservice.store.users import UserStore
 
 LEASE = 10.0

@@ -5,7 +5,7 @@ that the *next* task on the same worker (one worker, one task at a time) runs no
 fresh sandbox. The last tests check what the suite left behind: no container of its tasks, and
 a worker whose memory has not grown past a bound.
 
-How code and output move (see the docstring of taskservice/worker/sandbox.py): code and stdin
+How code and output move (see the docstring of taskservice/sandbox/spec.py): code and stdin
 go into the container over the attach socket, output comes back over it, capped in memory; the
 worker never opens, copies or chowns a path inside the container, so nothing a program plants in
 its filesystem can reach the host. `test_symlinks_planted_in_tmp_change_nothing_outside` checks
@@ -24,12 +24,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from taskservice.worker.sandbox import (
-    DEADLINE_LABEL,
-    SERVICE_LABEL,
-    SERVICE_LABEL_VALUE,
-    TASK_LABEL,
-)
+from taskservice.sandbox.janitor import parse_engine_time
+from taskservice.sandbox.spec import SERVICE_LABEL, SERVICE_LABEL_VALUE, TASK_LABEL, TIMEOUT_LABEL
 from tests.conftest import RUN_ID, TEST_JWT_SECRET
 from tests.service import ApiUser, Process, running_service
 
@@ -65,14 +61,14 @@ def rss_bytes(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def orphan(docker_client, config):
-    """A sandbox left by a worker that died an hour ago: labelled, past its deadline, running."""
+    """A sandbox left by a worker that died: labelled, with a time limit of 0 s, running."""
     container = docker_client.containers.create(
         config.sandbox_image,
         ["sleep", "600"],
         labels={
             SERVICE_LABEL: SERVICE_LABEL_VALUE,
             TASK_LABEL: f"hostile-orphan-{RUN_ID}",
-            DEADLINE_LABEL: str(int(time.time()) - 3600),
+            TIMEOUT_LABEL: "0",
         },
         network_mode="none",
         user="65534:65534",
@@ -538,13 +534,17 @@ def test_not_root_no_capabilities_no_new_privileges(user):
 # --- after the suite ------------------------------------------------------------------------
 
 
-def test_an_orphaned_sandbox_is_removed_by_the_worker(service, docker_client):
-    # Planted before the worker started, an hour past its deadline: the start-up sweep takes it.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def test_an_orphaned_sandbox_is_removed_by_the_worker(service, docker_client, config):
+    # Planted before the worker started with a limit of 0 s: the janitor removes it once the
+    # grace has passed since its start, at its next sweep (every 30 s).
+    orphan = docker_client.containers.get(service.orphan_id)
+    started = parse_engine_time(orphan.attrs["State"]["StartedAt"])
+    deadline = started + config.sandbox_orphan_grace_seconds + 45
+    while time.time() < deadline:
         try:
             docker_client.containers.get(service.orphan_id)
         except docker.errors.NotFound:
+            assert time.time() >= started + config.sandbox_orphan_grace_seconds
             return
         time.sleep(0.5)
     raise AssertionError("the worker left an expired sandbox running")

@@ -12,16 +12,9 @@ import docker.errors
 import pytest
 
 from taskservice.model import TaskStatus
-from taskservice.worker.sandbox import (
-    DEADLINE_LABEL,
-    SERVICE_LABEL,
-    SERVICE_LABEL_VALUE,
-    TASK_LABEL,
-    DockerSandbox,
-    SandboxFailure,
-    SandboxJob,
-    SandboxSettings,
-)
+from taskservice.sandbox import DockerSandbox, SandboxFailure, SandboxJob, SandboxSettings
+from taskservice.sandbox.janitor import parse_engine_time
+from taskservice.sandbox.spec import SERVICE_LABEL, SERVICE_LABEL_VALUE, TASK_LABEL, TIMEOUT_LABEL
 from tests.conftest import RUN_ID
 from tests.service import ROOT
 
@@ -177,7 +170,7 @@ def test_child_killed_for_memory_fails_the_task_though_the_parent_exits_0(run):
     assert "out of memory (limit 64 MiB)" in outcome.error
 
 
-def _plant(docker_client, config, task_id: str, deadline: int | str):
+def _plant(docker_client, config, task_id: str, timeout: int | str, start: bool = True):
     """A sleeping container labelled as the service's, as a worker that died would leave it."""
     container = docker_client.containers.create(
         config.sandbox_image,
@@ -185,33 +178,37 @@ def _plant(docker_client, config, task_id: str, deadline: int | str):
         labels={
             SERVICE_LABEL: SERVICE_LABEL_VALUE,
             TASK_LABEL: task_id,
-            DEADLINE_LABEL: str(deadline),
+            TIMEOUT_LABEL: str(timeout),
         },
         network_mode="none",
         user="65534:65534",
     )
-    container.start()
+    if start:
+        container.start()
     return container
 
 
-def test_remove_expired_removes_only_containers_past_deadline_and_grace(docker_client, config):
+def test_remove_expired_counts_the_limit_from_the_start_then_the_grace(docker_client, config):
     sandbox = DockerSandbox(docker_client, SandboxSettings())
     task_id = f"{RUN_LABEL}-orphans"
-    now = int(time.time())
-    expired = _plant(docker_client, config, task_id, now - 120)
-    within_grace = _plant(docker_client, config, task_id, now - 10)
-    running = _plant(docker_client, config, task_id, now + 600)
+    short = _plant(docker_client, config, task_id, 1)
+    never_started = _plant(docker_client, config, task_id, 1, start=False)
+    long = _plant(docker_client, config, task_id, 600)
     unreadable = _plant(docker_client, config, task_id, "soon")
-    planted = [expired, within_grace, running, unreadable]
+    planted = [short, never_started, long, unreadable]
+    # Only this test's containers: other runs on this engine have their own.
+    only_these = [f"{TASK_LABEL}={task_id}"]
     try:
-        # Only this test's containers: other runs on this engine have their own.
-        removed = sandbox.remove_expired(60, label_filters=[f"{TASK_LABEL}={task_id}"])
-        assert removed == [expired.id]
-        left = docker_client.containers.list(all=True, filters={"label": f"{TASK_LABEL}={task_id}"})
-        assert {c.id for c in left} == {within_grace.id, running.id, unreadable.id}
-        assert sandbox.remove_expired(0, label_filters=[f"{TASK_LABEL}={task_id}"]) == [
-            within_grace.id
-        ]
+        # Within the grace, nothing goes, whatever the limit.
+        assert sandbox.janitor.remove_expired(3600, label_filters=only_these) == []
+        short.reload()
+        started = parse_engine_time(short.attrs["State"]["StartedAt"])
+        while time.time() < started + 1.5:  # the short limit passes, counted from the start
+            time.sleep(0.1)
+        removed = sandbox.janitor.remove_expired(0, label_filters=only_these)
+        assert sorted(removed) == sorted([short.id, never_started.id])
+        left = docker_client.containers.list(all=True, filters={"label": only_these})
+        assert {c.id for c in left} == {long.id, unreadable.id}
     finally:
         for container in planted:
             with contextlib.suppress(docker.errors.NotFound):

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from taskservice.model import RunOutcome, TaskRequest, TaskStatus
+from taskservice.sandbox import DockerSandbox, SandboxSettings, docker_client
 from taskservice.store.tasks import ClaimResult, TaskStore
 from taskservice.store.users import UserStore
-from taskservice.worker.main import TaskRunner
-from taskservice.worker.sandbox import DockerSandbox, SandboxSettings, docker_client
+from taskservice.worker.runner import TaskRunner
 
 WORKER_ID = uuid.uuid4()
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import falcon
 
-from taskservice import errors
+from taskservice import errors, http_errors
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
+from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
@@ -33,8 +34,8 @@ DEFAULT_BODY_LIMIT = 64 * 1024
 
 @dataclass(frozen=True)
 class Collaborators:
-    db: object  # anything with transaction() and statement() context managers yielding a cursor
-    publisher: object  # anything with publish(task_id)
+    db: UnitsOfWork
+    publisher: TaskPublisher
     hasher: PasswordHasher
     clock: Clock = utc_now
     new_id: IdGenerator = new_id
@@ -46,7 +47,7 @@ class BodyLimitMiddleware:
     def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
         limit = getattr(resource, "max_body_bytes", DEFAULT_BODY_LIMIT)
         if req.content_length is not None and req.content_length > limit:
-            raise errors.PayloadTooLarge(f"The request body is over {limit} bytes.")
+            raise http_errors.PayloadTooLarge(f"The request body is over {limit} bytes.")
         if req.content_length is None and req.get_header("Transfer-Encoding"):
             # Falcon reads a body of unknown length as empty; say so rather than answer as if
             # the client had sent nothing. (nginx in front turns chunked bodies into sized ones.)
@@ -63,33 +64,6 @@ def _json_loads(text: str):
         # A few thousand nested brackets fit in any body limit and exhaust the parser's stack;
         # Falcon answers 400 for a ValueError, where a RecursionError would be a 500.
         raise ValueError("The JSON is nested too deeply.") from None
-
-
-def _domain_error_handler(req, resp, exc, params):
-    if isinstance(exc, errors.UsernameTaken):
-        raise errors.Conflict("This username is taken.")
-    if isinstance(exc, errors.InvalidCredentials):
-        raise errors.Unauthorized("Unknown username or wrong password.")
-    if isinstance(exc, errors.IdempotencyKeyReused):
-        raise errors.UnprocessableContent(
-            "This Idempotency-Key was used for a different request within the last 24 hours;"
-            " use a new key for a new task."
-        )
-    if isinstance(exc, errors.ServiceUnavailable):
-        # The details (hosts, users, driver messages) go to the log, not to the client.
-        log.warning("%s %s: %s", req.method, req.path, exc)
-        which = "message broker" if isinstance(exc, errors.BrokerUnavailable) else "database"
-        raise errors.Unavailable(
-            f"The {which} is unavailable; nothing was changed. Try again shortly."
-        )
-    raise exc
-
-
-def _unexpected_error_handler(req, resp, exc, params):
-    if isinstance(exc, falcon.HTTPError):
-        raise exc
-    log.exception("unhandled error on %s %s", req.method, req.path)
-    raise errors.InternalError()
 
 
 def create_app(
@@ -125,9 +99,9 @@ def create_app(
     app.req_options.media_handlers = falcon.media.Handlers(
         {falcon.MEDIA_JSON: falcon.media.JSONHandler(loads=_json_loads)}
     )
-    app.set_error_serializer(errors.serialize_error)
-    app.add_error_handler(Exception, _unexpected_error_handler)
-    app.add_error_handler(errors.DomainError, _domain_error_handler)
+    app.set_error_serializer(http_errors.serialize_error)
+    app.add_error_handler(Exception, http_errors.map_unexpected_error)
+    app.add_error_handler(errors.DomainError, http_errors.map_domain_error)
 
     openapi = OpenApiResource(docs_root / "openapi.yaml")
     swagger = SwaggerUiResource(docs_root / "static" / "swagger")

@@ -10,7 +10,7 @@ import falcon
 import jwt
 
 from taskservice.clock import Clock
-from taskservice.errors import Unauthorized
+from taskservice.http_errors import Unauthorized
 
 # bcrypt only looks at the first 72 bytes of a password; longer ones are refused (see accounts)
 # so that two passwords sharing a 72-byte prefix never match each other.

@@ -14,6 +14,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 MIN_JWT_SECRET_BYTES = 32
+# A live worker may still kill, wait on and read its container for up to about 77 s past the
+# deadline (taskservice.sandbox.docker_sandbox.POST_DEADLINE_WORK_SECONDS); another worker's
+# janitor must not remove a container before that, so the grace has this floor.
+MIN_SANDBOX_ORPHAN_GRACE_SECONDS = 90
 # The value .env.example ships with: long enough, but public, so it must never sign a token.
 JWT_SECRET_PLACEHOLDER = "change-me-to-a-random-secret-of-at-least-32-bytes"  # noqa: S105
 
@@ -55,7 +59,7 @@ class Config:
     docker_host: str = "unix:///var/run/docker.sock"
     sandbox_image: str = "taskservice/sandbox-python:3"
     sandbox_runtime: str = ""
-    sandbox_orphan_grace_seconds: int = 60
+    sandbox_orphan_grace_seconds: int = MIN_SANDBOX_ORPHAN_GRACE_SECONDS
     task_timeout_default: int = 10
     task_timeout_max: int = 60
     task_memory_mb: int = 256
@@ -187,7 +191,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     _in_range("TASK_CPUS", values["task_cpus"], 0.01, 64)
     _in_range("TASK_PIDS", values["task_pids"], 8, 100_000)
     _in_range("TASK_TMP_MB", values["task_tmp_mb"], 1, 4096)
-    _in_range("SANDBOX_ORPHAN_GRACE_SECONDS", values["sandbox_orphan_grace_seconds"], 0, 86400)
+    _in_range(
+        "SANDBOX_ORPHAN_GRACE_SECONDS",
+        values["sandbox_orphan_grace_seconds"],
+        MIN_SANDBOX_ORPHAN_GRACE_SECONDS,
+        86400,
+    )
     _in_range("MAX_CODE_BYTES", values["max_code_bytes"], 1, 16 * 1024 * 1024)
     _in_range("MAX_STDIN_BYTES", values["max_stdin_bytes"], 0, 16 * 1024 * 1024)
     _in_range("MAX_OUTPUT_BYTES", values["max_output_bytes"], 1024, 256 * 1024 * 1024)

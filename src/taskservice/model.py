@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 class TaskStatus(enum.StrEnum):
@@ -48,6 +48,16 @@ class TaskRequest:
     stdin: bytes
     timeout_seconds: int
     memory_mb: int
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key with the fingerprint of the request it came with: a repeat of
+    the same request within ``lifetime`` returns the task made the first time."""
+
+    key: str
+    request_hash: str
+    lifetime: timedelta = timedelta(hours=24)
 
 
 @dataclass(frozen=True)

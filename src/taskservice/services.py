@@ -9,8 +9,8 @@ import uuid
 from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
 from taskservice.errors import BrokerUnavailable, InvalidCredentials
-from taskservice.model import Task, TaskRequest, TaskResult, TaskStatus
-from taskservice.store.tasks import IdempotencyKey, TaskStore
+from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskResult, TaskStatus
+from taskservice.store.tasks import TaskStore
 from taskservice.store.users import User, UserStore
 
 log = logging.getLogger(__name__)

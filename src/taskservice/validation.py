@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskservice.auth import BCRYPT_MAX_PASSWORD_BYTES
-from taskservice.errors import InvalidRequest, PayloadTooLarge
+from taskservice.http_errors import InvalidRequest, PayloadTooLarge
 from taskservice.model import TaskRequest
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")

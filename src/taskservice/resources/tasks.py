@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 import falcon
 
 from taskservice import validation
-from taskservice.errors import NotFound
+from taskservice.http_errors import NotFound
 from taskservice.model import RunOutcome, Task
 from taskservice.services import TaskSubmissions
 

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import psycopg2.errors
 
 from taskservice.errors import IdempotencyKeyReused
-from taskservice.model import ClaimedTask, RunOutcome, Task, TaskRequest, TaskResult, TaskStatus
+from taskservice.model import (
+    ClaimedTask,
+    IdempotencyKey,
+    RunOutcome,
+    Task,
+    TaskRequest,
+    TaskResult,
+    TaskStatus,
+)
 
 _TASK_COLUMNS = (
     "id, user_id, language, status, timeout_seconds, memory_mb, attempts,"
@@ -55,13 +62,6 @@ def _outcome(row) -> RunOutcome:
         signal=row["signal"],
         memory_peak_bytes=row["memory_peak_bytes"],
     )
-
-
-@dataclass(frozen=True)
-class IdempotencyKey:
-    key: str
-    request_hash: str
-    lifetime: timedelta = timedelta(hours=24)
 
 
 class ClaimResult(enum.Enum):

@@ -1,0 +1,27 @@
+"""What the domain needs from the outside world, as Protocols (the real ones: ``store.db.Database``
+and ``queue.Publisher``). Type hints name these, so nothing here imports psycopg2 or pika.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any, Protocol
+
+
+class UnitsOfWork(Protocol):
+    """Hands out a cursor for one unit of work; committed at the end, rolled back on error."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A cursor whose statements commit together at the end, or not at all."""
+        ...
+
+    def statement(self) -> contextlib.AbstractContextManager[Any]:
+        """A cursor for a unit of work that is a single statement."""
+        ...
+
+
+class TaskPublisher(Protocol):
+    def publish(self, task_id: uuid.UUID) -> None:
+        """Return once the broker holds the task's message; raise BrokerUnavailable otherwise."""
+        ...

@@ -1,0 +1,212 @@
+"""One fresh, locked-down Docker container per task: create, attach, start, supervise, remove.
+
+What the container is lives in ``spec``; the byte stream in ``framing``; what an ending means in
+``outcome``; memory sampling in ``memory``; the removal of abandoned containers in ``janitor``.
+This module only drives the engine. It knows nothing of PostgreSQL or RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from taskservice.config import Language
+from taskservice.model import RunOutcome, TaskStatus
+from taskservice.sandbox import framing
+from taskservice.sandbox.errors import SandboxFailure, SandboxUnavailable
+from taskservice.sandbox.janitor import Janitor
+from taskservice.sandbox.memory import MemorySampler
+from taskservice.sandbox.outcome import EndedBy, classify
+from taskservice.sandbox.spec import SandboxJob, SandboxSettings, container_spec, encode_input
+
+log = logging.getLogger(__name__)
+
+# Pinned rather than negotiated: negotiation asks the engine at construction, so a worker started
+# while the engine is down would crash instead of retrying. 1.41 is Docker 20.10, the oldest
+# engine this was checked on; newer engines accept it.
+DOCKER_API_VERSION = "1.41"
+DOCKER_TIMEOUT_SECONDS = 30
+_STOP_GRACE_SECONDS = 5
+_WAIT_SECONDS = _STOP_GRACE_SECONDS + 10
+_OOM_EVENT_WAIT_SECONDS = 2.0
+# The longest a live worker may still use its container after the deadline: a kill and a
+# reload that each may take the client's whole timeout, the wait, and the OOM record's delay.
+# The janitor's grace must exceed it (config.MIN_SANDBOX_ORPHAN_GRACE_SECONDS).
+POST_DEADLINE_WORK_SECONDS = 2 * DOCKER_TIMEOUT_SECONDS + _WAIT_SECONDS + _OOM_EVENT_WAIT_SECONDS
+
+_DOCKER_ERRORS = (docker.errors.APIError, requests.exceptions.RequestException)
+
+
+def docker_client(base_url: str, timeout: int = DOCKER_TIMEOUT_SECONDS) -> docker.DockerClient:
+    """A client that does not contact the engine until it is used."""
+    return docker.DockerClient(base_url=base_url, version=DOCKER_API_VERSION, timeout=timeout)
+
+
+class DockerSandbox:
+    def __init__(self, client: docker.DockerClient, settings: SandboxSettings):
+        self._client = client
+        self._settings = settings
+        self._active: dict[str, object] = {}
+        self._active_lock = threading.Lock()
+        self._stopping = False
+        self.janitor = Janitor(client, self._active_ids)
+
+    def _active_ids(self) -> set[str]:
+        with self._active_lock:
+            return set(self._active)
+
+    def run(self, job: SandboxJob) -> RunOutcome:
+        """Run one job in a new container and always remove the container afterwards."""
+        container = self._create(job)
+        with self._active_lock:
+            self._active[container.id] = container
+            stopping = self._stopping
+        try:
+            if stopping:  # created just as kill_all ran: never start it
+                raise SandboxUnavailable("The worker is stopping.")
+            return self._attach_and_run(container, job)
+        except (*_DOCKER_ERRORS, OSError) as exc:
+            raise SandboxUnavailable(f"Docker failed while running the task: {exc}") from exc
+        finally:
+            with self._active_lock:
+                self._active.pop(container.id, None)
+            self._remove(container)
+
+    def kill_all(self) -> None:
+        """Kill every running sandbox (the worker's hard stop); their tasks will run again."""
+        with self._active_lock:
+            self._stopping = True
+            containers = list(self._active.values())
+        for container in containers:
+            with contextlib.suppress(*_DOCKER_ERRORS):
+                container.kill()
+
+    def remove_task_containers(self, task_id: str) -> int:
+        return self.janitor.remove_task_containers(task_id)
+
+    def probe_version(self, language: Language) -> str:
+        """The version of ``language`` in its image, found by running its ``version_code``.
+
+        It runs as any task does, under the same limits, so what it reports is what tasks get.
+        """
+        outcome = self.run(
+            SandboxJob(
+                task_id=f"version-probe-{language.name}",
+                language=language,
+                code=language.version_code.encode(),
+                stdin=b"",
+                timeout_seconds=30,
+                memory_mb=128,
+            )
+        )
+        version = outcome.stdout.decode(errors="replace").strip()
+        if outcome.status is not TaskStatus.SUCCEEDED or not version:
+            raise SandboxFailure(
+                f"{language.name}'s version probe failed ({outcome.status.value}):"
+                f" {outcome.stderr[-300:].decode(errors='replace')}"
+            )
+        return version
+
+    def _create(self, job: SandboxJob):
+        try:
+            return self._client.containers.create(**container_spec(job, self._settings))
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxFailure(
+                f"The sandbox image {job.language.image!r} for {job.language.name} is missing."
+            ) from exc
+        except _DOCKER_ERRORS as exc:
+            raise SandboxUnavailable(f"Docker could not create the sandbox: {exc}") from exc
+
+    def _attach_and_run(self, container, job: SandboxJob) -> RunOutcome:
+        attach = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        sock: socket.socket = getattr(attach, "_sock", attach)
+        try:
+            container.start()
+            started = time.monotonic()
+        except BaseException:
+            self._close_attach(attach, sock)
+            raise  # nothing ran: the engine's failure, which the caller may retry
+        try:
+            return self._supervise(container, job, attach, sock, started)
+        except (*_DOCKER_ERRORS, OSError) as exc:
+            # The program ran, or may have: running it again would not be honest, so the task
+            # ends `error` instead of being retried.
+            raise SandboxFailure(
+                f"Docker failed while the program ran, so its outcome is unknown: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _close_attach(attach, sock: socket.socket) -> None:
+        # Closing the socket first: kill() and remove() can block for the whole API timeout
+        # while an attach stream is still open.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+        with contextlib.suppress(OSError):
+            attach.close()
+
+    def _supervise(self, container, job: SandboxJob, attach, sock, started: float) -> RunOutcome:
+        capture = framing.OutputCapture(self._settings.max_output_bytes)
+        sampler = MemorySampler(self._client, container.id)
+        try:
+            sampler.start()
+            ended_by = framing.pump(sock, encode_input(job), capture, started + job.timeout_seconds)
+        finally:
+            memory_peak_bytes = sampler.stop()
+            self._close_attach(attach, sock)
+        if ended_by is not EndedBy.EXIT:
+            with contextlib.suppress(docker.errors.APIError):
+                container.kill()
+        exit_code = container.wait(timeout=_WAIT_SECONDS)["StatusCode"]
+        duration_ms = int((time.monotonic() - started) * 1000)
+        oom_killed = self._oom_killed(
+            container, probably=ended_by is EndedBy.EXIT and exit_code == 137
+        )
+        return classify(
+            ended_by=ended_by,
+            exit_code=exit_code,
+            oom_killed=oom_killed,
+            timeout_seconds=job.timeout_seconds,
+            memory_mb=job.memory_mb,
+            max_output_bytes=self._settings.max_output_bytes,
+            stdout=bytes(capture.buffers[framing.STDOUT]),
+            stderr=bytes(capture.buffers[framing.STDERR]),
+            stdout_truncated=capture.truncated[framing.STDOUT],
+            stderr_truncated=capture.truncated[framing.STDERR],
+            duration_ms=duration_ms,
+            memory_peak_bytes=memory_peak_bytes,
+        )
+
+    @staticmethod
+    def _oom_killed(container, probably: bool) -> bool:
+        """Read State.OOMKilled; when a SIGKILL nobody sent makes it likely, wait for it a little.
+
+        The engine records the OOM event separately from the exit, and under load the exit can
+        come first: reading at once would report an out-of-memory kill as a plain SIGKILL.
+        """
+        give_up = time.monotonic() + (_OOM_EVENT_WAIT_SECONDS if probably else 0)
+        while True:
+            container.reload()
+            if container.attrs["State"].get("OOMKilled"):
+                return True
+            if time.monotonic() >= give_up:
+                return False
+            time.sleep(0.1)
+
+    def _remove(self, container) -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except _DOCKER_ERRORS as exc:
+            # The janitor removes it later: it is labelled, and past its limit it counts as
+            # abandoned.
+            log.warning("could not remove sandbox %s: %s", container.id[:12], exc)

@@ -1,0 +1,164 @@
+"""One delivered task, from its claim to its stored outcome. Knows nothing of RabbitMQ."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+from taskservice.clock import Clock, utc_now
+from taskservice.config import Config
+from taskservice.errors import DatabaseUnavailable
+from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
+from taskservice.sandbox import SandboxFailure, SandboxJob, SandboxUnavailable
+from taskservice.store.tasks import ClaimResult, TaskStore
+from taskservice.worker.backoff import Backoff
+from taskservice.worker.shutdown import Shutdown
+
+log = logging.getLogger(__name__)
+
+
+class Stopping(Exception):
+    """The worker is stopping; the current message must stay unacked (it will be redelivered)."""
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        config: Config,
+        tasks: TaskStore,
+        sandbox,
+        worker_id: uuid.UUID,
+        clock: Clock = utc_now,
+        shutdown: Shutdown | None = None,
+        sleep: Callable[[float], object] | None = None,
+    ):
+        self._config = config
+        self._tasks = tasks
+        self._sandbox = sandbox
+        self._worker_id = worker_id
+        self._clock = clock
+        self._shutdown = shutdown or Shutdown()
+        self._sleep = sleep or self._shutdown.pause
+
+    def handle(self, task_id: uuid.UUID) -> str:
+        """Process one message's task; return what happened. Raises ``Stopping`` on a stop.
+
+        Returning means the message may be acked: the task is in a final state, or was never
+        ours to run (unknown id, already final, or still owned by a live worker for too long).
+        """
+        claim, task = self._claim(task_id)
+        if claim is not ClaimResult.CLAIMED:
+            log.info("task %s: %s, nothing to run", task_id, claim.value)
+            return claim.value
+        assert task is not None
+        try:
+            outcome = self._run(task)
+        except Stopping:
+            raise
+        except Exception as exc:
+            # A bug of ours must not leave the task `running` for ever under a live worker:
+            # it ends as `error`, and the message is acked.
+            log.exception("task %s: unexpected failure while running it", task.id)
+            outcome = RunOutcome(
+                status=TaskStatus.ERROR,
+                error=f"The worker failed while running this task ({type(exc).__name__}).",
+            )
+        stored = self._retry_db(
+            lambda: self._tasks.finish(task.id, task.attempt, outcome, self._clock())
+        )
+        log.info(
+            "task %s attempt %d: %s%s",
+            task.id,
+            task.attempt,
+            outcome.status.value,
+            "" if stored else " (not stored: a newer attempt owns the task)",
+        )
+        return outcome.status.value
+
+    def _claim(self, task_id: uuid.UUID):
+        config = self._config
+        # A live owner finishes within the task's time limit; past that (plus slack for storing
+        # the outcome) stop waiting: if that worker dies later, the sweeper re-queues the task.
+        patience = config.task_timeout_max + 2 * config.worker_lease_seconds + 30
+        waited = 0.0
+        if self._shutdown.stopping.is_set():
+            raise Stopping()  # delivered before the stop signal, not started: leave it for others
+        while True:
+            claim, task = self._retry_db(
+                lambda: self._tasks.claim(
+                    task_id,
+                    self._worker_id,
+                    self._clock(),
+                    config.max_attempts,
+                    config.worker_lease_seconds,
+                )
+            )
+            if claim is not ClaimResult.BUSY_ELSEWHERE or waited >= patience:
+                return claim, task
+            # Redelivered while the worker that claimed it still lives (it lost its broker
+            # connection, say): it will store the outcome, or die and let its lease run out.
+            if self._shutdown.stopping.is_set():
+                raise Stopping()
+            self._sleep(1.0)
+            waited += 1.0
+
+    def _run(self, task: ClaimedTask) -> RunOutcome:
+        language = self._config.languages.get(task.language)
+        if language is None:
+            return RunOutcome(
+                status=TaskStatus.ERROR, error=f"This worker has no language {task.language!r}."
+            )
+        job = SandboxJob(
+            task_id=str(task.id),
+            language=language,
+            code=task.code,
+            stdin=task.stdin,
+            timeout_seconds=task.timeout_seconds,
+            memory_mb=task.memory_mb,
+        )
+        backoff = Backoff(first=1.0, limit=30.0)
+        last_error: Exception | None = None
+        hard_stop = self._shutdown.hard
+        for attempt in range(1, self._config.sandbox_retries + 1):
+            if hard_stop.is_set():
+                raise Stopping()
+            try:
+                if task.attempt > 1:
+                    self._sandbox.remove_task_containers(job.task_id)
+                outcome = self._sandbox.run(job)
+                if hard_stop.is_set():
+                    raise Stopping()  # killed by our own hard stop: not the program's outcome
+                return outcome
+            except SandboxFailure as exc:
+                if hard_stop.is_set():
+                    raise Stopping() from exc  # our own kill broke the run: not its outcome
+                return RunOutcome(status=TaskStatus.ERROR, error=str(exc))
+            except SandboxUnavailable as exc:
+                # The engine failed, not the user's code: try again after a pause.
+                if hard_stop.is_set():
+                    raise Stopping() from exc
+                log.warning("task %s: sandbox unavailable (try %d): %s", task.id, attempt, exc)
+                last_error = exc
+                if attempt < self._config.sandbox_retries:
+                    self._sleep(backoff.next())
+        return RunOutcome(
+            status=TaskStatus.ERROR,
+            error=(
+                f"The service could not start a sandbox for this task after"
+                f" {self._config.sandbox_retries} tries: {last_error}"
+            ),
+        )
+
+    def _retry_db(self, operation):
+        """Keep trying while the database is away: the outcome must be stored before the ack."""
+        backoff = Backoff(first=0.5, limit=15.0)
+        while True:
+            try:
+                return operation()
+            except DatabaseUnavailable as exc:
+                if self._shutdown.hard.is_set():
+                    raise Stopping() from exc
+                delay = backoff.next()
+                log.warning("database unavailable, retrying in %.1f s: %s", delay, exc)
+                self._sleep(delay)

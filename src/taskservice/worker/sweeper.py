@@ -1,0 +1,70 @@
+"""The sweeper: sends anew the id of each task that nothing else would move.
+
+A task `running` on a worker that is gone (its message may be lost with the worker's
+connection), and a task still `queued` whose message may never have been sent (the API died
+between storing and publishing it). It moves no task itself: the claim does that when the
+message arrives, and makes any duplicate message harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from taskservice.config import Config
+from taskservice.errors import BrokerUnavailable, DatabaseUnavailable
+from taskservice.ports import TaskPublisher
+from taskservice.store.tasks import TaskStore, WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+FORGET_WORKERS_AFTER_SECONDS = 24 * 3600
+
+
+class Sweeper:
+    def __init__(
+        self,
+        config: Config,
+        tasks: TaskStore,
+        registry: WorkerRegistry,
+        publisher: TaskPublisher,
+    ):
+        self._config = config
+        self._tasks = tasks
+        self._registry = registry
+        self._publisher = publisher
+
+    def sweep(self) -> list[uuid.UUID]:
+        """Publish each due task's id once; return the ids published."""
+        config = self._config
+        try:
+            due = self._tasks.due_for_requeue(
+                lease_seconds=config.worker_lease_seconds,
+                queued_after_seconds=config.queued_resend_seconds,
+                # A message already sent may simply be waiting in a long queue: resend rarely.
+                resend_after_seconds=max(60.0, 6 * config.worker_lease_seconds),
+            )
+            self._registry.forget_stale(FORGET_WORKERS_AFTER_SECONDS)
+        except DatabaseUnavailable as exc:
+            log.warning("sweep skipped: %s", exc)
+            return []
+        published = []
+        for task_id in due:
+            try:
+                self._publisher.publish(task_id)
+            except BrokerUnavailable as exc:
+                # Marked as resent all the same: the next try comes after the resend interval.
+                log.warning("could not re-queue task %s: %s", task_id, exc)
+                break
+            published.append(task_id)
+            log.warning("re-queued task %s: nothing else would have moved it", task_id)
+        return published
+
+    def run_until(self, stopped: threading.Event) -> None:
+        while not stopped.is_set():
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+            stopped.wait(self._config.sweep_interval_seconds)
