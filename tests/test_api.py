@@ -13,8 +13,8 @@ import pytest
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskStatus
 from taskservice.queue import Publisher
+from taskservice.store.delivery import DeliveryStore
 from taskservice.store.languages import LanguageVersionStore
-from taskservice.store.tasks import TaskStore
 from tests.conftest import TEST_JWT_SECRET
 
 PASSWORD = "correct horse"
@@ -160,7 +160,7 @@ def test_task_lifecycle_as_seen_by_the_api(client, db, clock):
     assert pending.json == {"task_id": task_id, "status": "queued"}
 
     # A worker's view of the same task, through the same store.
-    store = TaskStore(db)
+    store = DeliveryStore(db)
     clock.now += timedelta(seconds=1)
     _, claimed = store.claim(uuid.UUID(task_id), uuid.uuid4(), clock(), 3, 10)
     assert claimed is not None and claimed.code == b"print(6*7)"

@@ -10,8 +10,10 @@ import pytest
 from taskservice.errors import IdempotencyKeyReused
 from taskservice.model import IdempotencyKey, RunOutcome, TaskRequest, TaskStatus
 from taskservice.services import request_fingerprint
-from taskservice.store.tasks import ClaimResult, TaskStore, WorkerRegistry
+from taskservice.store.delivery import MAX_RESENDS, ClaimResult, DeliveryStore
+from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
+from taskservice.store.workers import WorkerRegistry
 
 LEASE = 10.0
 
@@ -27,16 +29,39 @@ def registry(db):
 
 
 @pytest.fixture
+def delivery(db):
+    return DeliveryStore(db)
+
+
+@pytest.fixture
+def judge(db, registry):
+    """A worker that has reached the database for longer than a lease: it may judge others."""
+    worker_id = uuid.uuid4()
+    registry.heartbeat(worker_id, "host", 99, LEASE)
+    age_connection(db, worker_id, LEASE + 1)
+    return worker_id
+
+
+@pytest.fixture
 def user_id(db, clock):
     return UserStore(db).create(uuid.uuid4(), "ada", "x", clock()).id
 
 
-def due(tasks: TaskStore) -> list[uuid.UUID]:
-    return tasks.due_for_requeue(LEASE, queued_after_seconds=600, resend_after_seconds=60)
+def due(delivery: DeliveryStore, judge: uuid.UUID) -> list[uuid.UUID]:
+    return delivery.due_for_requeue(judge, LEASE, queued_after_seconds=600, resend_after_seconds=60)
 
 
 def request(code: bytes = b"print(1)") -> TaskRequest:
     return TaskRequest("python", code, b"", 5, 128)
+
+
+def age_connection(db, worker_id: uuid.UUID, seconds: float) -> None:
+    """As if the worker had reached the database without a break for ``seconds``."""
+    with db.transaction() as cursor:
+        cursor.execute(
+            "UPDATE workers SET connected_since = now() - make_interval(secs => %s) WHERE id = %s",
+            (seconds, worker_id),
+        )
 
 
 def age_heartbeat(db, worker_id: uuid.UUID, seconds: float) -> None:
@@ -47,42 +72,47 @@ def age_heartbeat(db, worker_id: uuid.UUID, seconds: float) -> None:
         )
 
 
-def test_a_live_owner_keeps_its_task_and_a_dead_one_loses_it(db, tasks, registry, user_id, clock):
+def test_a_live_owner_keeps_its_task_and_a_dead_one_loses_it(
+    db, tasks, delivery, judge, registry, user_id, clock
+):
     task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
     first, second = uuid.uuid4(), uuid.uuid4()
-    registry.heartbeat(first, "host", 1)
-    registry.heartbeat(second, "host", 2)
-    assert tasks.claim(task.id, first, clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
+    registry.heartbeat(first, "host", 1, LEASE)
+    registry.heartbeat(second, "host", 2, LEASE)
+    age_connection(db, second, LEASE + 1)
+    assert delivery.claim(task.id, first, clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
 
     # The message comes back (say the first worker lost its broker connection) while the
     # first worker still lives: the second must not run the task too.
-    assert tasks.claim(task.id, second, clock(), 3, LEASE)[0] is ClaimResult.BUSY_ELSEWHERE
-    assert due(tasks) == []
+    assert delivery.claim(task.id, second, clock(), 3, LEASE)[0] is ClaimResult.BUSY_ELSEWHERE
+    assert due(delivery, judge) == []
 
     age_heartbeat(db, first, LEASE + 1)
-    assert due(tasks) == [task.id]
-    claim, claimed = tasks.claim(task.id, second, clock(), 3, LEASE)
+    assert due(delivery, judge) == [task.id]
+    claim, claimed = delivery.claim(task.id, second, clock(), 3, LEASE)
     assert claim is ClaimResult.CLAIMED and claimed.attempt == 2
 
     done = RunOutcome(status=TaskStatus.SUCCEEDED, exit_code=0)
-    assert not tasks.finish(task.id, 1, done, clock())  # the first worker's late result
-    assert tasks.finish(task.id, 2, done, clock())
-    assert tasks.claim(task.id, first, clock(), 3, LEASE)[0] is ClaimResult.ALREADY_FINAL
-    assert due(tasks) == []
+    assert not delivery.finish(task.id, 1, done, clock())  # the first worker's late result
+    assert delivery.finish(task.id, 2, done, clock())
+    assert delivery.claim(task.id, first, clock(), 3, LEASE)[0] is ClaimResult.ALREADY_FINAL
+    assert due(delivery, judge) == []
 
 
-def test_a_worker_that_left_frees_its_tasks_at_once(tasks, registry, user_id, clock):
+def test_a_worker_that_left_frees_its_tasks_at_once(
+    tasks, delivery, judge, registry, user_id, clock
+):
     task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
     gone = uuid.uuid4()
-    registry.heartbeat(gone, "host", 1)
-    tasks.claim(task.id, gone, clock(), 3, LEASE)
+    registry.heartbeat(gone, "host", 1, LEASE)
+    delivery.claim(task.id, gone, clock(), 3, LEASE)
     registry.leave(gone)
-    assert due(tasks) == [task.id]
-    assert tasks.claim(task.id, uuid.uuid4(), clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
+    assert due(delivery, judge) == [task.id]
+    assert delivery.claim(task.id, uuid.uuid4(), clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
 
 
-def test_unknown_task_is_missing(tasks, clock):
-    assert tasks.claim(uuid.uuid4(), uuid.uuid4(), clock(), 3, LEASE)[0] is ClaimResult.MISSING
+def test_unknown_task_is_missing(delivery, clock):
+    assert delivery.claim(uuid.uuid4(), uuid.uuid4(), clock(), 3, LEASE)[0] is ClaimResult.MISSING
 
 
 def test_idempotency_key_returns_the_same_task(tasks, user_id, clock):
@@ -125,17 +155,19 @@ def test_fingerprint_applies_defaults_and_separates_fields():
     assert request_fingerprint(shifted_a) != request_fingerprint(shifted_b)
 
 
-def test_a_worker_reclaims_its_own_task(tasks, registry, user_id, clock):
+def test_a_worker_reclaims_its_own_task(tasks, delivery, registry, user_id, clock):
     # Its earlier claim's answer was lost (say the database restarted as it committed).
     task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
     me = uuid.uuid4()
-    registry.heartbeat(me, "host", 1)
-    assert tasks.claim(task.id, me, clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
-    claim, claimed = tasks.claim(task.id, me, clock(), 3, LEASE)
+    registry.heartbeat(me, "host", 1, LEASE)
+    assert delivery.claim(task.id, me, clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
+    claim, claimed = delivery.claim(task.id, me, clock(), 3, LEASE)
     assert claim is ClaimResult.CLAIMED and claimed.attempt == 2
 
 
-def test_long_queued_tasks_are_due_once_per_resend_interval(db, tasks, user_id, clock):
+def test_long_queued_tasks_are_resent_a_bounded_number_of_times(
+    db, tasks, delivery, judge, user_id, clock
+):
     fresh, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
     stale, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
     with db.transaction() as cursor:
@@ -144,20 +176,29 @@ def test_long_queued_tasks_are_due_once_per_resend_interval(db, tasks, user_id, 
             (stale.id,),
         )
         cursor.execute("UPDATE tasks SET created_at = now() WHERE id = %s", (fresh.id,))
-    assert due(tasks) == [stale.id]
-    assert due(tasks) == []  # resent just now: not again until the interval has passed
+    assert stale.id in due(delivery, judge)
+    assert fresh.id not in due(delivery, judge)
+    # Each resend waits twice as long as the one before, and there are MAX_RESENDS at most:
+    # a task that only waits in a long queue does not gain a message with every sweep.
+    for resends in range(1, MAX_RESENDS + 3):
+        assert stale.id not in due(delivery, judge)  # resent just now
+        with db.transaction() as cursor:
+            cursor.execute(
+                "UPDATE tasks SET requeued_at = now() - make_interval(secs => %s) WHERE id = %s",
+                (60 * 2**resends + 1, stale.id),
+            )
+        assert (stale.id in due(delivery, judge)) == (resends < MAX_RESENDS)
+    # A claim starts a new count: the message did arrive.
+    assert delivery.claim(stale.id, judge, clock(), 3, LEASE)[0] is ClaimResult.CLAIMED
     with db.transaction() as cursor:
-        cursor.execute(
-            "UPDATE tasks SET requeued_at = now() - interval '61 seconds' WHERE id = %s",
-            (stale.id,),
-        )
-    assert due(tasks) == [stale.id]
+        cursor.execute("SELECT resends FROM tasks WHERE id = %s", (stale.id,))
+        assert cursor.fetchone()["resends"] == 0
 
 
-def test_fail_unqueued_leaves_a_task_a_worker_took(tasks, user_id, clock):
+def test_fail_unqueued_leaves_a_task_a_worker_took(tasks, delivery, user_id, clock):
     key = IdempotencyKey("taken", request_fingerprint(request()))
     task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
-    tasks.claim(task.id, uuid.uuid4(), clock(), 3, LEASE)
+    delivery.claim(task.id, uuid.uuid4(), clock(), 3, LEASE)
     assert not tasks.fail_unqueued(task.id, "broker away", clock())
     again, created = tasks.create(uuid.uuid4(), user_id, request(), clock(), key)
     assert not created and again.id == task.id  # the key still names the running task

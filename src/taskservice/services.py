@@ -8,8 +8,9 @@ import uuid
 
 from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
-from taskservice.errors import BrokerUnavailable, InvalidCredentials
+from taskservice.errors import BrokerUnavailable, DatabaseUnavailable, InvalidCredentials
 from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskResult, TaskStatus
+from taskservice.ports import TaskPublisher
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import User, UserStore
 
@@ -60,8 +61,17 @@ def request_fingerprint(request: TaskRequest) -> str:
     return digest.hexdigest()
 
 
+# An idempotent repeat of a still-queued task sends its id anew at most this often: the first
+# request may have died between storing and publishing, but a client that repeats in a loop
+# must not be able to pile up messages.
+REPEAT_RESEND_INTERVAL_SECONDS = 10.0
+NEVER_QUEUED = "The message broker was unavailable, so the task was never queued; nothing ran."
+
+
 class TaskSubmissions:
-    def __init__(self, tasks: TaskStore, publisher, clock: Clock, new_id: IdGenerator):
+    def __init__(
+        self, tasks: TaskStore, publisher: TaskPublisher, clock: Clock, new_id: IdGenerator
+    ):
         self._tasks = tasks
         self._publisher = publisher
         self._clock = clock
@@ -81,9 +91,11 @@ class TaskSubmissions:
             self._new_id(), user_id, request, self._clock(), idempotency
         )
         if not created:
-            if task.status is TaskStatus.QUEUED:
-                # The first request may have died between storing and publishing; a second
-                # message is harmless (the claim skips what is running or done), a lost one not.
+            # The first request may have died between storing and publishing; a second message
+            # is harmless (the claim skips what is running or done), a lost one not.
+            if task.status is TaskStatus.QUEUED and self._tasks.mark_resend(
+                task.id, REPEAT_RESEND_INTERVAL_SECONDS
+            ):
                 self._publisher.publish(task.id)
             return task, False
         try:
@@ -93,11 +105,16 @@ class TaskSubmissions:
             # the task is ended as `error` now rather than left `queued` forever. Should the
             # broker have kept the message after all, the worker finds a final task and skips it.
             # Should a worker have taken it already, the message did get through: accepted.
-            if self._tasks.fail_unqueued(
-                task.id,
-                "The message broker was unavailable, so the task was never queued; nothing ran.",
-                self._clock(),
-            ):
+            try:
+                failed = self._tasks.fail_unqueued(task.id, NEVER_QUEUED, self._clock())
+            except DatabaseUnavailable:
+                # Neither the broker nor the database now: the task stays stored as `queued`, and
+                # the sweeper sends it once the broker is back. A 503 would be a lie the task
+                # could outlive (it would run after the client gave up on it, or twice after a
+                # retry), so the client is told the truth: accepted, to run later.
+                log.warning("task %s stored but not queued yet; the sweeper will send it", task.id)
+                return task, True
+            if failed:
                 raise
         return task, True
 

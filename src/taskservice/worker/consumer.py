@@ -22,7 +22,7 @@ import pika.exceptions
 
 from taskservice.config import Config
 from taskservice.queue import connection_parameters, declare_topology, decode_message
-from taskservice.store.tasks import ClaimResult
+from taskservice.store.delivery import ClaimResult
 from taskservice.worker.backoff import Backoff
 from taskservice.worker.runner import Stopping, TaskRunner
 from taskservice.worker.shutdown import Shutdown

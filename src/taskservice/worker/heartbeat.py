@@ -13,20 +13,29 @@ import threading
 import uuid
 
 from taskservice.errors import DatabaseUnavailable
-from taskservice.store.tasks import WorkerRegistry
+from taskservice.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, registry: WorkerRegistry, worker_id: uuid.UUID, interval_seconds: float):
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        worker_id: uuid.UUID,
+        interval_seconds: float,
+        lease_seconds: float,
+    ):
         self._registry = registry
         self._worker_id = worker_id
         self._interval = interval_seconds
+        self._lease = lease_seconds
 
     def beat(self) -> None:
         try:
-            self._registry.heartbeat(self._worker_id, socket.gethostname(), os.getpid())
+            self._registry.heartbeat(
+                self._worker_id, socket.gethostname(), os.getpid(), self._lease
+            )
         except DatabaseUnavailable as exc:
             log.warning("heartbeat failed: %s", exc)
 

@@ -16,8 +16,9 @@ import uuid
 from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
 from taskservice.sandbox import SandboxSettings
+from taskservice.store.delivery import DeliveryStore
 from taskservice.store.languages import LanguageVersionStore
-from taskservice.store.tasks import TaskStore, WorkerRegistry
+from taskservice.store.workers import WorkerRegistry
 from taskservice.worker.consumer import Consumer
 from taskservice.worker.heartbeat import Heartbeat
 from taskservice.worker.runner import TaskRunner
@@ -61,15 +62,17 @@ def run_worker(config: Config) -> None:
     sandbox = DockerSandbox(client, sandbox_settings(config))
     # One connection per task thread, one for the heartbeat, one for the sweep, one for versions.
     db = Database(config.database_url, size=config.worker_concurrency + 3)
-    tasks = TaskStore(db)
+    delivery = DeliveryStore(db)
     registry = WorkerRegistry(db)
     worker_id = uuid.uuid4()
     shutdown = Shutdown(on_cold_stop=sandbox.kill_all)
-    runner = TaskRunner(config, tasks, sandbox, worker_id, shutdown=shutdown)
+    runner = TaskRunner(config, delivery, sandbox, worker_id, shutdown=shutdown)
     consumer = Consumer(config, runner, shutdown)
     publisher = Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds)
-    heartbeat = Heartbeat(registry, worker_id, config.worker_heartbeat_seconds)
-    sweeper = Sweeper(config, tasks, registry, publisher)
+    heartbeat = Heartbeat(
+        registry, worker_id, config.worker_heartbeat_seconds, config.worker_lease_seconds
+    )
+    sweeper = Sweeper(config, delivery, registry, publisher, worker_id)
     versions = VersionReporter(config, sandbox, LanguageVersionStore(db))
     background_stopped = threading.Event()
     heartbeat.beat()  # be alive before the first claim

@@ -11,7 +11,7 @@ from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.sandbox import SandboxFailure, SandboxJob, SandboxUnavailable
-from taskservice.store.tasks import ClaimResult, TaskStore
+from taskservice.store.delivery import ClaimResult, DeliveryStore
 from taskservice.worker.backoff import Backoff
 from taskservice.worker.shutdown import Shutdown
 
@@ -26,7 +26,7 @@ class TaskRunner:
     def __init__(
         self,
         config: Config,
-        tasks: TaskStore,
+        delivery: DeliveryStore,
         sandbox,
         worker_id: uuid.UUID,
         clock: Clock = utc_now,
@@ -34,7 +34,7 @@ class TaskRunner:
         sleep: Callable[[float], object] | None = None,
     ):
         self._config = config
-        self._tasks = tasks
+        self._delivery = delivery
         self._sandbox = sandbox
         self._worker_id = worker_id
         self._clock = clock
@@ -64,8 +64,10 @@ class TaskRunner:
                 status=TaskStatus.ERROR,
                 error=f"The worker failed while running this task ({type(exc).__name__}).",
             )
+        # One finishing time for every try: a retry after a lost answer recognises its own write.
+        finished_at = self._clock()
         stored = self._retry_db(
-            lambda: self._tasks.finish(task.id, task.attempt, outcome, self._clock())
+            lambda: self._delivery.finish(task.id, task.attempt, outcome, finished_at)
         )
         log.info(
             "task %s attempt %d: %s%s",
@@ -82,16 +84,20 @@ class TaskRunner:
         # the outcome) stop waiting: if that worker dies later, the sweeper re-queues the task.
         patience = config.task_timeout_max + 2 * config.worker_lease_seconds + 30
         waited = 0.0
+        # One token for every try of this claim: a retry after a lost answer finds its own claim
+        # instead of taking another attempt.
+        claim_token = uuid.uuid4()
         if self._shutdown.stopping.is_set():
             raise Stopping()  # delivered before the stop signal, not started: leave it for others
         while True:
             claim, task = self._retry_db(
-                lambda: self._tasks.claim(
+                lambda: self._delivery.claim(
                     task_id,
                     self._worker_id,
                     self._clock(),
                     config.max_attempts,
                     config.worker_lease_seconds,
+                    claim_token,
                 )
             )
             if claim is not ClaimResult.BUSY_ELSEWHERE or waited >= patience:

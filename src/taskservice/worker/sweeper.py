@@ -15,7 +15,8 @@ import uuid
 from taskservice.config import Config
 from taskservice.errors import BrokerUnavailable, DatabaseUnavailable
 from taskservice.ports import TaskPublisher
-from taskservice.store.tasks import TaskStore, WorkerRegistry
+from taskservice.store.delivery import DeliveryStore
+from taskservice.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,14 @@ class Sweeper:
     def __init__(
         self,
         config: Config,
-        tasks: TaskStore,
+        delivery: DeliveryStore,
         registry: WorkerRegistry,
         publisher: TaskPublisher,
+        worker_id: uuid.UUID,
     ):
         self._config = config
-        self._tasks = tasks
+        self._delivery = delivery
+        self._worker_id = worker_id
         self._registry = registry
         self._publisher = publisher
 
@@ -39,10 +42,12 @@ class Sweeper:
         """Publish each due task's id once; return the ids published."""
         config = self._config
         try:
-            due = self._tasks.due_for_requeue(
+            due = self._delivery.due_for_requeue(
+                judge_id=self._worker_id,
                 lease_seconds=config.worker_lease_seconds,
                 queued_after_seconds=config.queued_resend_seconds,
-                # A message already sent may simply be waiting in a long queue: resend rarely.
+                # A message already sent may simply be waiting in a long queue: resend rarely,
+                # and a bounded number of times (delivery.MAX_RESENDS).
                 resend_after_seconds=max(60.0, 6 * config.worker_lease_seconds),
             )
             self._registry.forget_stale(FORGET_WORKERS_AFTER_SECONDS)

@@ -1,0 +1,216 @@
+"""Delivery: claiming a task for one attempt, storing that attempt's outcome, and finding the
+tasks whose message must be sent anew. See ``taskservice.model`` for the transitions.
+
+The liveness rule. A task `running` on another worker is taken over (by a claim) or sent anew
+(by the sweeper) only when its holder is gone:
+- the holder has no row in ``workers`` (it left cleanly, or was forgotten), or
+- the holder's heartbeat is older than the lease, *and* the judging worker has itself reached
+  the database without a break for a whole lease (``workers.connected_since``).
+Both times are the database's own clock. The second condition is what makes a database outage
+harmless: while the database is away nobody's heartbeat lands, so afterwards every holder looks
+stale; but every judge's run of heartbeats starts anew at the same moment, and a live holder
+beats again well within the lease that the judges must wait. (A holder cut off from the
+database alone, while others reach it, is judged gone after a lease: that is what a lease
+means; its late outcome is refused by the attempt guard, so one outcome is stored.)
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
+from taskservice.ports import UnitsOfWork
+
+# How often one task's id may be sent anew per claim, by the sweeper and idempotent repeats
+# together: with the first message, a task never has more than 1 + MAX_RESENDS in flight.
+MAX_RESENDS = 3
+
+_JUDGE_MAY_JUDGE = (
+    "EXISTS (SELECT 1 FROM workers j WHERE j.id = %(judge)s"
+    " AND j.connected_since <= now() - make_interval(secs => %(lease)s))"
+)
+_HOLDER_GONE = (
+    f"(w.id IS NULL OR (w.heartbeat_at <= now() - make_interval(secs => %(lease)s)"
+    f" AND {_JUDGE_MAY_JUDGE}))"
+)
+
+
+class ClaimResult(enum.Enum):
+    CLAIMED = "claimed"
+    MISSING = "missing"  # no such task: the message is poison
+    ALREADY_FINAL = "already_final"  # a redelivery of a finished task: skip it
+    BUSY_ELSEWHERE = "busy_elsewhere"  # running on a worker that is still alive: wait
+    GAVE_UP = "gave_up"  # attempts ran out; the task was ended as `error`
+
+
+class DeliveryStore:
+    def __init__(self, db: UnitsOfWork):
+        self._db = db
+
+    def claim(
+        self,
+        task_id: uuid.UUID,
+        worker_id: uuid.UUID,
+        now: datetime,
+        max_attempts: int,
+        lease_seconds: float,
+        claim_token: uuid.UUID | None = None,
+    ) -> tuple[ClaimResult, ClaimedTask | None]:
+        """queued|running -> running for one more attempt, held by ``worker_id``.
+
+        ``claim_token`` names this claim: retried with the same token after its answer was lost,
+        the claim finds its own committed write and returns it without taking another attempt.
+        """
+        claim_token = claim_token or uuid.uuid4()
+        params = {"task": task_id, "judge": worker_id, "lease": lease_seconds}
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "SELECT t.status, t.attempts, t.claimed_by = %(judge)s AS mine,"
+                f" {_HOLDER_GONE} AS holder_gone"
+                " FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
+                " WHERE t.id = %(task)s FOR UPDATE OF t",
+                params,
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return ClaimResult.MISSING, None
+            if TaskStatus(row["status"]).is_final:
+                return ClaimResult.ALREADY_FINAL, None
+            if row["status"] == TaskStatus.RUNNING and row["mine"]:
+                cursor.execute(
+                    "SELECT id, language, code, stdin, timeout_seconds, memory_mb, attempts"
+                    " FROM tasks WHERE id = %s AND claim_token = %s",
+                    (task_id, claim_token),
+                )
+                own = cursor.fetchone()
+                if own is not None:
+                    return ClaimResult.CLAIMED, _claimed(own)
+                # Held by this very worker under another claim: it runs a task once at a time,
+                # so that claim's run is over (its outcome was lost): claim it again.
+            elif row["status"] == TaskStatus.RUNNING and not row["holder_gone"]:
+                return ClaimResult.BUSY_ELSEWHERE, None
+            if row["attempts"] >= max_attempts:
+                cursor.execute(
+                    "UPDATE tasks SET status = 'error', finished_at = %s, error = %s,"
+                    " claimed_by = %s WHERE id = %s",
+                    (
+                        now,
+                        f"Gave up after {row['attempts']} attempts: the worker running this task"
+                        " stopped before it finished each time.",
+                        worker_id,
+                        task_id,
+                    ),
+                )
+                return ClaimResult.GAVE_UP, None
+            cursor.execute(
+                "UPDATE tasks SET status = 'running', started_at = %s, attempts = attempts + 1,"
+                " claimed_by = %s, claim_token = %s, resends = 0 WHERE id = %s"
+                " RETURNING id, language, code, stdin, timeout_seconds, memory_mb, attempts",
+                (now, worker_id, claim_token, task_id),
+            )
+            return ClaimResult.CLAIMED, _claimed(cursor.fetchone())
+
+    def finish(self, task_id: uuid.UUID, attempt: int, outcome: RunOutcome, now: datetime) -> bool:
+        """running -> final, for the attempt that was claimed. False if that attempt is stale.
+
+        Retried with the same ``now`` after its answer was lost, it recognises its own write
+        (this attempt, this finishing time, this outcome) and answers True again.
+        """
+        if not outcome.status.is_final:
+            raise ValueError(f"{outcome.status} is not a final status")
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "UPDATE tasks SET status = %s, finished_at = %s, exit_code = %s, stdout = %s,"
+                " stderr = %s, stdout_truncated = %s, stderr_truncated = %s, duration_ms = %s,"
+                " error = %s, oom_killed = %s, signal = %s, memory_peak_bytes = %s"
+                " WHERE id = %s AND status = 'running' AND attempts = %s",
+                (
+                    outcome.status.value,
+                    now,
+                    outcome.exit_code,
+                    outcome.stdout,
+                    outcome.stderr,
+                    outcome.stdout_truncated,
+                    outcome.stderr_truncated,
+                    outcome.duration_ms,
+                    outcome.error,
+                    outcome.oom_killed,
+                    outcome.signal,
+                    outcome.memory_peak_bytes,
+                    task_id,
+                    attempt,
+                ),
+            )
+            if cursor.rowcount == 1:
+                return True
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM tasks WHERE id = %s AND attempts = %s AND status = %s"
+                " AND finished_at = %s AND exit_code IS NOT DISTINCT FROM %s"
+                " AND error IS NOT DISTINCT FROM %s AND stdout = %s AND stderr = %s",
+                (
+                    task_id,
+                    attempt,
+                    outcome.status.value,
+                    now,
+                    outcome.exit_code,
+                    outcome.error,
+                    outcome.stdout,
+                    outcome.stderr,
+                ),
+            )
+            return cursor.fetchone() is not None
+
+    def due_for_requeue(
+        self,
+        judge_id: uuid.UUID,
+        lease_seconds: float,
+        queued_after_seconds: float,
+        resend_after_seconds: float,
+        limit: int = 100,
+    ) -> list[uuid.UUID]:
+        """Tasks that nothing would move again unless their message is sent anew (the sweeper).
+
+        A task `running` on a worker that is gone (the rule above, judged by ``judge_id``), and a
+        task still `queued` long after it was made, whose message may never have been sent (the
+        API died between storing and publishing it). A message already sent may simply be
+        waiting in a long queue, so each task is returned at most ``MAX_RESENDS`` times per
+        claim, the pauses between doubling from ``resend_after_seconds``, across all workers:
+        a backlog does not grow with the sweeps. The claim makes any duplicate harmless.
+        """
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "UPDATE tasks SET requeued_at = now(), resends = resends + 1 WHERE id IN ("
+                " SELECT t.id FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
+                f" WHERE ((t.status = 'running' AND {_HOLDER_GONE})"
+                "     OR (t.status = 'queued'"
+                "         AND t.created_at < now() - make_interval(secs => %(queued_after)s)))"
+                " AND t.resends < %(max_resends)s"
+                " AND (t.requeued_at IS NULL OR t.requeued_at < now()"
+                "      - make_interval(secs => %(resend_after)s * power(2, t.resends)))"
+                " ORDER BY t.created_at LIMIT %(limit)s FOR UPDATE OF t SKIP LOCKED)"
+                " RETURNING id",
+                {
+                    "judge": judge_id,
+                    "lease": lease_seconds,
+                    "queued_after": queued_after_seconds,
+                    "resend_after": resend_after_seconds,
+                    "max_resends": MAX_RESENDS,
+                    "limit": limit,
+                },
+            )
+            return [row["id"] for row in cursor.fetchall()]
+
+
+def _claimed(row) -> ClaimedTask:
+    return ClaimedTask(
+        id=row["id"],
+        language=row["language"],
+        code=bytes(row["code"]),
+        stdin=bytes(row["stdin"]),
+        timeout_seconds=row["timeout_seconds"],
+        memory_mb=row["memory_mb"],
+        attempt=row["attempts"],
+    )
