@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import docker
@@ -22,11 +23,11 @@ from taskservice.app import Collaborators, create_app
 from taskservice.auth import PasswordHasher
 from taskservice.config import Config, load_config
 from taskservice.queue import Publisher
+from tests.fault_stack import Stack
 from tests.private_services import PrivateRabbitMQ
-from tests.service import own_database_and_queues
+from tests.service import TEST_JWT_SECRET, own_database_and_queues
 
 RUN_ID = uuid.uuid4().hex[:10]
-TEST_JWT_SECRET = "test-secret-that-is-long-enough-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +135,23 @@ def rabbit():
     broker.start()
     yield broker
     broker.remove()
+
+
+@pytest.fixture
+def stack_factory(config, tmp_path):
+    stacks = []
+
+    def make(config=config, **overrides: str) -> Stack:
+        stack = Stack(config, tmp_path, **overrides)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop_all()
+
+
+@pytest.fixture
+def queue_config(config):
+    """The test config with a queue of its own, so no other worker takes these tasks."""
+    return replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")

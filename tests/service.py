@@ -25,6 +25,7 @@ from taskservice.queue import dead_letter_queue
 from taskservice.store.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_JWT_SECRET = "test-secret-that-is-long-enough-0123456789"
 
 
 def _with_database(dsn: str, database: str) -> str:

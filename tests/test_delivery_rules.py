@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 
+import pika
 import pytest
+from falcon import testing
 
+from taskservice.app import Collaborators, create_app
 from taskservice.model import IdempotencyKey, RunOutcome, TaskRequest, TaskStatus
+from taskservice.queue import Publisher
 from taskservice.services import REPEAT_RESEND_INTERVAL_SECONDS, request_fingerprint
 from taskservice.store.delivery import MAX_RESENDS, ClaimResult, DeliveryStore
 from taskservice.store.tasks import TaskStore
@@ -174,3 +179,30 @@ def test_a_fresh_task_is_not_resent_by_a_repeat(db, user_id, clock):
     task, _ = tasks.create(uuid.uuid4(), user_id, request(), clock())
     set_ago(db, "tasks.created_at", 1, task.id)
     assert not tasks.mark_resend(task.id, REPEAT_RESEND_INTERVAL_SECONDS)
+
+
+def test_repeating_an_idempotent_request_does_not_pile_up_messages(config, db, hasher, clock):
+    queue = f"{config.queue_name}.repeats.{uuid.uuid4().hex[:8]}"
+    publisher = Publisher(config.amqp_url, queue, config.broker_timeout_seconds)
+    app = create_app(
+        replace(config, queue_name=queue),
+        Collaborators(db=db, publisher=publisher, hasher=hasher, clock=clock),
+    )
+    client = testing.TestClient(app)
+    body = {"username": f"r{uuid.uuid4().hex[:8]}", "password": "correct horse"}
+    assert client.simulate_post("/register", json=body).status_code == 201
+    token = client.simulate_post("/login", json=body).json["token"]
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "again-and-again"}
+    answers = [
+        client.simulate_post("/task", json={"code": "print(1)"}, headers=headers).status_code
+        for _ in range(20)
+    ]
+    assert answers == [201] + [200] * 19
+    connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
+    try:
+        channel = connection.channel()
+        assert channel.queue_declare(queue, passive=True).method.message_count == 1
+        channel.queue_delete(queue)
+    finally:
+        connection.close()
+        publisher.close()

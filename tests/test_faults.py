@@ -15,102 +15,19 @@ from dataclasses import replace
 
 import pika
 import psycopg2
-import pytest
 import requests
 
 from taskservice.queue import dead_letter_queue
 from taskservice.store.migrate import migrate
-from tests.conftest import TEST_JWT_SECRET
+from tests.fault_stack import (
+    SLOW_TASK,
+    status_of,
+    task_containers,
+    wait_no_containers,
+    wait_until_running,
+)
 from tests.private_services import PrivatePostgres
-from tests.service import ApiUser, Process, free_port, service_env, wait_for_api
-
-SLOW_TASK = "import time\nprint('start', flush=True)\ntime.sleep({seconds})\nprint('done')"
-
-
-class Stack:
-    """An API and any number of workers on one database and queue, with fast fault timings."""
-
-    def __init__(self, config, logs, **overrides: str):
-        self.config = config
-        self.logs = logs
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = service_env(
-            config,
-            TEST_JWT_SECRET,
-            PORT=str(self.port),
-            WORKER_HEARTBEAT_SECONDS="0.5",
-            WORKER_LEASE_SECONDS="3",
-            SWEEP_INTERVAL_SECONDS="1",
-            BROKER_TIMEOUT_SECONDS="2",
-            **overrides,
-        )
-        self.processes: list[Process] = []
-
-    def api(self) -> Process:
-        api = self._start("api")
-        wait_for_api(self.base, api)
-        return api
-
-    def worker(self, **overrides: str) -> Process:
-        return self._start("worker", **overrides)
-
-    def _start(self, command: str, **overrides: str) -> Process:
-        number = len(self.processes)
-        process = Process(command, {**self.env, **overrides}, self.logs / f"{number}-{command}.log")
-        self.processes.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            process.stop(timeout=15)
-
-
-@pytest.fixture
-def stack_factory(config, tmp_path):
-    stacks = []
-
-    def make(config=config, **overrides: str) -> Stack:
-        stack = Stack(config, tmp_path, **overrides)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        stack.stop_all()
-
-
-@pytest.fixture
-def queue_config(config):
-    """The test config with a queue of its own, so no other worker takes these tasks."""
-    return replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")
-
-
-def status_of(user: ApiUser, task_id: str) -> dict:
-    response = requests.get(f"{user.base}/status/{task_id}", headers=user.headers, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def wait_until_running(user: ApiUser, task_id: str, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while status_of(user, task_id)["status"] != "running":
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
-    time.sleep(0.5)  # let the container start its program
-
-
-def task_containers(docker_client, task_id: str) -> list:
-    return docker_client.containers.list(
-        all=True, filters={"label": f"taskservice.task_id={task_id}"}
-    )
-
-
-def wait_no_containers(docker_client, task_id: str, within: float = 15) -> None:
-    deadline = time.monotonic() + within
-    while task_containers(docker_client, task_id):
-        assert time.monotonic() < deadline, f"a container of task {task_id} was left"
-        time.sleep(0.2)
+from tests.service import ApiUser
 
 
 def test_worker_killed_mid_task_runs_again_once(queue_config, stack_factory, docker_client):

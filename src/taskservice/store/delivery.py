@@ -27,8 +27,10 @@ from taskservice.ports import UnitsOfWork
 # together: with the first message, a task never has more than 1 + MAX_RESENDS in flight.
 MAX_RESENDS = 3
 
+# The judge's run of contact is unbroken up to now (its last beat is recent) and a lease long.
 _JUDGE_MAY_JUDGE = (
     "EXISTS (SELECT 1 FROM workers j WHERE j.id = %(judge)s"
+    " AND j.heartbeat_at > now() - make_interval(secs => %(lease)s / 2.0)"
     " AND j.connected_since <= now() - make_interval(secs => %(lease)s))"
 )
 _HOLDER_GONE = (

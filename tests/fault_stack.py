@@ -1,0 +1,77 @@
+"""An API and workers on one database and queue, with fast fault timings, for fault tests."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.service import TEST_JWT_SECRET, ApiUser, Process, free_port, service_env, wait_for_api
+
+SLOW_TASK = "import time\nprint('start', flush=True)\ntime.sleep({seconds})\nprint('done')"
+
+
+class Stack:
+    """An API and any number of workers on one database and queue, with fast fault timings."""
+
+    def __init__(self, config, logs, **overrides: str):
+        self.config = config
+        self.logs = logs
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = service_env(
+            config,
+            TEST_JWT_SECRET,
+            PORT=str(self.port),
+            WORKER_HEARTBEAT_SECONDS="0.5",
+            WORKER_LEASE_SECONDS="3",
+            SWEEP_INTERVAL_SECONDS="1",
+            BROKER_TIMEOUT_SECONDS="2",
+            **overrides,
+        )
+        self.processes: list[Process] = []
+
+    def api(self) -> Process:
+        api = self._start("api")
+        wait_for_api(self.base, api)
+        return api
+
+    def worker(self, **overrides: str) -> Process:
+        return self._start("worker", **overrides)
+
+    def _start(self, command: str, **overrides: str) -> Process:
+        number = len(self.processes)
+        process = Process(command, {**self.env, **overrides}, self.logs / f"{number}-{command}.log")
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop(timeout=15)
+
+
+def status_of(user: ApiUser, task_id: str) -> dict:
+    response = requests.get(f"{user.base}/status/{task_id}", headers=user.headers, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until_running(user: ApiUser, task_id: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while status_of(user, task_id)["status"] != "running":
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the container start its program
+
+
+def task_containers(docker_client, task_id: str) -> list:
+    return docker_client.containers.list(
+        all=True, filters={"label": f"taskservice.task_id={task_id}"}
+    )
+
+
+def wait_no_containers(docker_client, task_id: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
+    while task_containers(docker_client, task_id):
+        assert time.monotonic() < deadline, f"a container of task {task_id} was left"
+        time.sleep(0.2)
