@@ -68,7 +68,7 @@ def test_a_database_outage_longer_than_the_lease_runs_each_task_once(
         "WORKER_HEARTBEAT_SECONDS": "1",
         "WORKER_LEASE_SECONDS": str(LEASE_SECONDS),
         "SWEEP_INTERVAL_SECONDS": "0.2",
-        "WORKER_CONCURRENCY": "2",
+        "WORKER_CONCURRENCY": "4",  # free slots: a resent message would run at once
     }
     workers = [stack.worker(**timing), stack.worker(**timing)]
     for worker in workers:
