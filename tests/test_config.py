@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
-from taskservice.config import JWT_SECRET_PLACEHOLDER, ConfigError, load_config
+from taskservice.config import JWT_SECRET_PLACEHOLDER, Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_SECRET = "0123456789abcdef0123456789abcdef"
@@ -54,6 +55,38 @@ def test_api_refuses_a_short_secret():
 
 def test_api_accepts_a_real_secret():
     load_config({"JWT_SECRET": GOOD_SECRET}).check_api()
+
+
+# Every float setting, by the variable that sets it (the field's name in capitals).
+FLOAT_SETTINGS = (
+    "TASK_CPUS",
+    "WORKER_HEARTBEAT_SECONDS",
+    "WORKER_LEASE_SECONDS",
+    "SWEEP_INTERVAL_SECONDS",
+    "QUEUED_RESEND_SECONDS",
+    "BROKER_TIMEOUT_SECONDS",
+)
+
+
+def test_float_settings_lists_every_float_field():
+    # A new float setting must join the non-finite test below.
+    floats = {f.name.upper() for f in fields(Config) if f.type == "float"}
+    assert floats == set(FLOAT_SETTINGS)
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", " -Infinity "])
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+def test_a_float_setting_refuses_non_finite_values(name, value):
+    with pytest.raises(ConfigError, match=rf"^{name}=") as refused:
+        load_config({name: value})
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+def test_a_float_setting_accepts_a_finite_value(name):
+    # The default itself, written out: the refusal above is of the value, not of the variable.
+    default = getattr(Config(), name.lower())
+    assert getattr(load_config({name: f" {default!r} "}), name.lower()) == default
 
 
 def test_env_example_ships_the_placeholder_the_api_refuses():

@@ -6,6 +6,7 @@ No other module reads ``os.environ``; everything that needs a setting receives t
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,13 +93,20 @@ def _parse(env: Mapping[str, str], name: str, convert: Callable[[str], T], defau
     if raw is None or raw.strip() == "":
         return default
     try:
-        return convert(raw.strip())
+        value = convert(raw.strip())
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {convert.__name__}") from None
+    # float() accepts 'nan' and 'inf'; no setting means either, and NaN slips past every range
+    # check (each comparison with it is false).
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
+    return value
 
 
 def _in_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
+    # Written so that NaN fails too, should a non-finite value ever come from elsewhere than
+    # _parse: every comparison with NaN is false.
+    if not (value >= low and (high is None or value <= high)):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name}={value} must be {bound}")
 
