@@ -100,6 +100,73 @@ def test_env_example_lists_every_variable_the_service_reads():
     assert not missing, f"add to .env.example: {sorted(missing)}"
 
 
+# Defaults .env.example states in words, for settings whose default is "none": the empty string.
+WORDED_DEFAULTS = {"SANDBOX_RUNTIME": "engine default"}
+
+
+def env_example_defaults() -> dict[str, str]:
+    """The default .env.example states for each variable: "[a, b]" in the comment above a run
+    of variables gives theirs in order; "# A, B   text [a, b]" does so for variables it only
+    lists (names, then two spaces or more).
+    """
+    settings = {f.name.upper() for f in fields(Config)}
+    stated: dict[str, str] = {}
+    comment: list[str] = []
+    names: list[str] = []
+
+    def close_block():
+        brackets = re.findall(r"\[([^\]]*)\]", " ".join(comment))
+        # Compose's own variables (NGINX_*, ...) may word theirs as they like.
+        if brackets and settings & set(names):
+            values = brackets[-1].split(", ")
+            assert len(values) == len(names), f"{names}: {len(values)} defaults in [{brackets[-1]}]"
+            stated.update(zip(names, values, strict=True))
+
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        listed = re.match(r"# ([A-Z][A-Z0-9_]*(?:, [A-Z][A-Z0-9_]*)*) {2,}[^\[]*\[([^\]]*)\]", line)
+        if listed:
+            listed_names, values = listed.group(1).split(", "), listed.group(2).split(", ")
+            stated.update(zip(listed_names, values, strict=True))
+        if re.match(r"[A-Z][A-Z0-9_]*=", line):
+            names.append(line.split("=", 1)[0])
+            continue
+        if names:
+            close_block()
+            comment, names = [], []
+        if line.startswith("#"):
+            comment.append(line)
+        elif not line.strip():
+            comment = []
+    close_block()
+    return stated
+
+
+def test_env_example_states_the_default_of_every_setting_but_the_secret():
+    unstated = variables_read() - set(env_example_defaults()) - {"JWT_SECRET"}
+    assert not unstated, f"state the default in .env.example: {sorted(unstated)}"
+
+
+def test_env_example_states_the_defaults_the_code_has():
+    defaults = Config()
+    wrong = {}
+    for name, stated in env_example_defaults().items():
+        if not hasattr(defaults, name.lower()):
+            continue  # Compose's own settings (NGINX_PORT, ...)
+        default = getattr(defaults, name.lower())
+        if isinstance(default, bool) or not isinstance(default, (int, float, str)):
+            raise AssertionError(f"{name}: no rule to compare a {type(default).__name__}")
+        if isinstance(default, str):
+            matches = stated == (WORDED_DEFAULTS.get(name, default) if default == "" else default)
+        else:
+            try:
+                matches = float(stated) == default
+            except ValueError:
+                matches = False
+        if not matches:
+            wrong[name] = (stated, default)
+    assert not wrong, f".env.example states (stated, code's default): {wrong}"
+
+
 def test_compose_passes_every_variable_to_the_service():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     passed = set()
