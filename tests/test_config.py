@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taskservice.config import JWT_SECRET_PLACEHOLDER, Config, ConfigError, load_config
+from taskservice.config import (
+    JWT_SECRET_PLACEHOLDER,
+    WORKER_STOP_SLACK_SECONDS,
+    Config,
+    ConfigError,
+    load_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_SECRET = "0123456789abcdef0123456789abcdef"
@@ -89,6 +95,36 @@ def test_a_float_setting_accepts_a_finite_value(name):
     assert getattr(load_config({name: f" {default!r} "}), name.lower()) == default
 
 
+def test_worker_refuses_a_stop_grace_too_short_for_the_longest_task():
+    env = {"TASK_TIMEOUT_MAX": "300", "WORKER_STOP_GRACE_SECONDS": "80"}
+    with pytest.raises(ConfigError, match=r"^WORKER_STOP_GRACE_SECONDS=80 .*TASK_TIMEOUT_MAX"):
+        load_config(env)
+    assert load_config({**env, "WORKER_STOP_GRACE_SECONDS": "320"}).task_timeout_max == 300
+
+
+def test_no_stop_grace_means_no_bound():
+    # Outside Compose (`make run`, a plain process) nothing kills the worker on a clock.
+    assert load_config({"TASK_TIMEOUT_MAX": "3600"}).worker_stop_grace_seconds is None
+
+
+def compose_default(value: str) -> str:
+    """The default in a Compose value of the form ${NAME:-default}."""
+    interpolated = re.fullmatch(r"\$\{([A-Z0-9_]+):-([^}]*)\}", str(value))
+    assert interpolated, f"not ${{NAME:-default}}: {value!r}"
+    return interpolated.group(2)
+
+
+def test_compose_stop_grace_is_the_one_the_worker_checks():
+    # Compose kills the worker stop_grace_period after its SIGTERM; the worker, told the same
+    # value, refuses to start when that would cut its longest task short.
+    worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    told = worker["environment"]["WORKER_STOP_GRACE_SECONDS"]
+    assert worker["stop_grace_period"] == f"{told}s"
+    default = compose_default(told)
+    config = load_config({"WORKER_STOP_GRACE_SECONDS": default})
+    assert config.worker_stop_grace_seconds >= config.task_timeout_max + WORKER_STOP_SLACK_SECONDS
+
+
 def test_env_example_ships_the_placeholder_the_api_refuses():
     text = (ROOT / ".env.example").read_text()
     assert re.search(rf"^JWT_SECRET={re.escape(JWT_SECRET_PLACEHOLDER)}$", text, re.MULTILINE)
@@ -146,13 +182,27 @@ def test_env_example_states_the_default_of_every_setting_but_the_secret():
     assert not unstated, f"state the default in .env.example: {sorted(unstated)}"
 
 
+def compose_set_defaults() -> dict[str, str]:
+    """Settings docker-compose.yml gives a default of its own, where .env.example leaves them
+    empty: ${NAME:-default} with a non-empty default.
+    """
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    found = {}
+    for service in ("api", "worker"):
+        for name, value in compose["services"][service]["environment"].items():
+            if re.fullmatch(r"\$\{[A-Z0-9_]+:-[^}]+\}", str(value)):
+                found[name] = compose_default(value)
+    return found
+
+
 def test_env_example_states_the_defaults_the_code_has():
-    defaults = Config()
+    # .env.example is Compose's: where Compose sets a default, that is the one it states.
+    defaults = {**vars(Config()), **{k.lower(): v for k, v in compose_set_defaults().items()}}
     wrong = {}
     for name, stated in env_example_defaults().items():
-        if not hasattr(defaults, name.lower()):
+        if name.lower() not in defaults:
             continue  # Compose's own settings (NGINX_PORT, ...)
-        default = getattr(defaults, name.lower())
+        default = defaults[name.lower()]
         if isinstance(default, bool) or not isinstance(default, (int, float, str)):
             raise AssertionError(f"{name}: no rule to compare a {type(default).__name__}")
         if isinstance(default, str):
