@@ -22,7 +22,18 @@ RUN /opt/venv/bin/python3 -m compileall -q src deploy
 
 # The final stage: the interpreter, the virtualenv and the code; no pip, no compiler.
 FROM python:3.12-slim
-RUN groupadd --system --gid 10001 taskservice \
+# The virtualenv has no pip (uninstalled above), but the base image's own interpreter, which the
+# virtualenv runs on, has one: installed with pip in the official image, a Debian package in a
+# Debian-based one (the stand-ins of scripts/compose-standins.sh). Both are removed, and the
+# build fails should that interpreter still import pip.
+RUN if dpkg-query --show --showformat='${Status}' python3-pip 2>/dev/null | grep -q installed; then \
+      apt-get purge --yes --auto-remove python3-pip python3-setuptools python3-wheel; \
+    fi \
+ && if python3 -m pip --version >/dev/null 2>&1; then \
+      python3 -m pip uninstall --yes pip setuptools wheel; \
+    fi \
+ && ! python3 -m pip --version \
+ && groupadd --system --gid 10001 taskservice \
  && useradd --system --uid 10001 --gid taskservice --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin taskservice
 COPY --from=build /opt/venv /opt/venv

@@ -6,7 +6,8 @@
 # waits for every service to be healthy; runs README's curl walk-through through nginx; checks
 # that the worker, in its container, ran the task in a sibling sandbox container that it asked
 # for through the socket proxy, and that the proxy refuses what the worker does not need; checks
-# that the API refuses the placeholder JWT secret; then removes the stack with its volumes.
+# that the image has no pip, and that the API refuses the placeholder JWT secret; then removes
+# the stack with its volumes.
 #
 # Images the compose file pulls come from scripts/compose-standins.sh (the local ones, a pull,
 # or Debian stand-ins) and are kept, as is the app image it builds, so a second run is quick.
@@ -203,6 +204,22 @@ for method, path in (("GET", "/v1.41/images/json"), ("POST", "/v1.41/containers/
 docker exec "$(container_of worker)" python3 -c "$probe" >"$work/probe.log" 2>&1 ||
   { cat "$work/probe.log" >&2; die "the socket proxy let through a call the worker does not need"; }
 ok "the socket proxy refuses image, exec and system calls (403)"
+
+# --- The image ships no pip (README, "Deploy with Docker Compose") ---------------------------
+# Neither interpreter may import it: the virtualenv's, nor the base image's own that the
+# virtualenv runs on (pyvenv.cfg's home); and no pip command is on PATH.
+no_pip='
+home=$(sed -n "s/^home = //p" /opt/venv/pyvenv.cfg)
+for python in python python3 "$home/python3"; do
+  if "$python" -m pip --version; then exit 1; fi
+done
+for command in pip pip3; do
+  if command -v "$command"; then exit 1; fi
+done
+'
+docker exec "$(container_of api)" sh -c "$no_pip" >"$work/no-pip.log" 2>&1 ||
+  { cat "$work/no-pip.log" >&2; die "the api image ships pip"; }
+ok "the api image has no pip: python -m pip fails in every interpreter, no pip command"
 
 # --- The API refuses the placeholder secret of .env.example --------------------------------
 placeholder=$(sed -n 's/^JWT_SECRET=//p' .env.example)

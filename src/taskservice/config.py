@@ -6,6 +6,7 @@ No other module reads ``os.environ``; everything that needs a setting receives t
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ MIN_JWT_SECRET_BYTES = 32
 MIN_SANDBOX_ORPHAN_GRACE_SECONDS = 90
 # The value .env.example ships with: long enough, but public, so it must never sign a token.
 JWT_SECRET_PLACEHOLDER = "change-me-to-a-random-secret-of-at-least-32-bytes"  # noqa: S105
+# What a worker's graceful stop may take beyond TASK_TIMEOUT_MAX: a task's time limit runs from
+# its container's start; before that the container is created and started, after it the worker
+# kills it, waits for its exit (allowing the engine up to 15 s) and stores the outcome.
+WORKER_STOP_SLACK_SECONDS = 20
 
 
 class ConfigError(Exception):
@@ -78,6 +83,9 @@ class Config:
     queued_resend_seconds: float = 600.0
     db_pool_size: int = 4
     broker_timeout_seconds: float = 5.0
+    # How long the worker's supervisor waits after SIGTERM before it kills the worker (Compose's
+    # stop_grace_period, from the same variable); None where nothing kills it on a clock.
+    worker_stop_grace_seconds: int | None = None
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     def check_api(self) -> None:
@@ -96,13 +104,20 @@ def _parse(env: Mapping[str, str], name: str, convert: Callable[[str], T], defau
     if raw is None or raw.strip() == "":
         return default
     try:
-        return convert(raw.strip())
+        value = convert(raw.strip())
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {convert.__name__}") from None
+    # float() accepts 'nan' and 'inf'; no setting means either, and NaN slips past every range
+    # check (each comparison with it is false).
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
+    return value
 
 
 def _in_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
+    # Written so that NaN fails too, should a non-finite value ever come from elsewhere than
+    # _parse: every comparison with NaN is false.
+    if not (value >= low and (high is None or value <= high)):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name}={value} must be {bound}")
 
@@ -178,6 +193,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "broker_timeout_seconds": _parse(
             env, "BROKER_TIMEOUT_SECONDS", float, defaults.broker_timeout_seconds
         ),
+        "worker_stop_grace_seconds": _parse(
+            env, "WORKER_STOP_GRACE_SECONDS", int, defaults.worker_stop_grace_seconds
+        ),
     }
     _in_range("JWT_TTL_SECONDS", values["jwt_ttl_seconds"], 1)
     _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
@@ -213,6 +231,18 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     _in_range("QUEUED_RESEND_SECONDS", values["queued_resend_seconds"], 1, 7 * 24 * 3600)
     _in_range("DB_POOL_SIZE", values["db_pool_size"], 1, 100)
     _in_range("BROKER_TIMEOUT_SECONDS", values["broker_timeout_seconds"], 0.1, 120)
+    # A graceful stop lets running tasks finish: a supervisor that kills the worker sooner than
+    # the longest of them may take would cut them short, so the worker refuses to start at all.
+    # Checked here, at start-up, because the two values are set apart (TASK_TIMEOUT_MAX may be
+    # raised without a thought for the grace), and Compose cannot compute one from the other.
+    grace = values["worker_stop_grace_seconds"]
+    needed = values["task_timeout_max"] + WORKER_STOP_SLACK_SECONDS
+    if grace is not None and grace < needed:
+        raise ConfigError(
+            f"WORKER_STOP_GRACE_SECONDS={grace} must be at least TASK_TIMEOUT_MAX"
+            f" + {WORKER_STOP_SLACK_SECONDS} = {needed}, or a stopping worker is killed before"
+            " its running tasks end"
+        )
     for name, url_var, schemes in (
         ("database_url", "DATABASE_URL", ("postgresql://", "postgres://")),
         ("amqp_url", "AMQP_URL", ("amqp://", "amqps://")),
