@@ -20,7 +20,9 @@ from taskservice.errors import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 
-def connection_parameters(amqp_url: str, timeout_seconds: float) -> pika.URLParameters:
+def connection_parameters(
+    amqp_url: str, timeout_seconds: float, heartbeat_seconds: int = 30
+) -> pika.URLParameters:
     params = pika.URLParameters(amqp_url)
     # Fail fast when the broker is away: the API answers 503 within a few seconds instead of
     # hanging, and the worker's reconnect loop decides how long to wait.
@@ -28,7 +30,7 @@ def connection_parameters(amqp_url: str, timeout_seconds: float) -> pika.URLPara
     params.socket_timeout = timeout_seconds
     params.stack_timeout = timeout_seconds
     params.blocked_connection_timeout = timeout_seconds
-    params.heartbeat = 30
+    params.heartbeat = heartbeat_seconds
     params.client_properties = {"connection_name": "taskservice"}
     return params
 
@@ -61,10 +63,11 @@ def decode_message(body: bytes) -> uuid.UUID:
 
 
 class _ThreadChannel:
-    """One thread's connection and confirming channel, and the lock ``close`` takes with it."""
+    """One thread's connection and confirming channel, and the lock that serializes their use."""
 
     def __init__(self):
         self.lock = threading.Lock()
+        self.owner = threading.current_thread()
         self.connection: pika.BlockingConnection | None = None
         self.channel = None
 
@@ -77,14 +80,34 @@ class Publisher:
     broker comes back. pika's blocking connection is not thread-safe, so none is shared; with one
     per thread, the request threads wait for their confirms at the same time instead of in turn
     behind one lock, which is most of what a submission costs.
+
+    A blocking connection only sends heartbeats while pika runs its I/O loop (inside a publish),
+    so an idle one would be dropped by the broker after two missed heartbeats, and the next
+    publish would pay for a failed try and a reconnect. A keep-alive thread, started on the first
+    publish, runs each idle connection's I/O loop every half heartbeat so that pika sends them.
+    Why not check a connection out only after validating it instead: that still reconnects on
+    the request path after every quiet minute (only more quietly), and it cannot see a
+    connection whose closing has not reached us yet. Keeping the connections alive avoids the
+    reconnect altogether; it also notices a connection the broker closed (a restart) and drops
+    it, so that the next publish opens a new one on its first try. The retry in ``publish``
+    stays for what happens in between.
     """
 
-    def __init__(self, amqp_url: str, queue_name: str, timeout_seconds: float = 5.0):
-        self._params = connection_parameters(amqp_url, timeout_seconds)
+    def __init__(
+        self,
+        amqp_url: str,
+        queue_name: str,
+        timeout_seconds: float = 5.0,
+        heartbeat_seconds: int = 30,
+    ):
+        self._params = connection_parameters(amqp_url, timeout_seconds, heartbeat_seconds)
         self._queue = queue_name
+        self._timeout = timeout_seconds
+        self._heartbeat = heartbeat_seconds
         self._local = threading.local()
         self._threads: list[_ThreadChannel] = []
-        self._threads_lock = threading.Lock()
+        self._threads_lock = threading.Lock()  # guards _threads and _keepalive
+        self._keepalive: tuple[threading.Thread, threading.Event] | None = None
 
     def _thread_channel(self) -> _ThreadChannel:
         mine = getattr(self._local, "channel", None)
@@ -107,6 +130,7 @@ class Publisher:
 
     def publish(self, task_id: uuid.UUID) -> None:
         """Return once the broker has the message on disk; raise BrokerUnavailable otherwise."""
+        self._start_keepalive()
         body = encode_message(task_id)
         properties = pika.BasicProperties(
             content_type="application/json",
@@ -115,9 +139,11 @@ class Publisher:
         )
         error: Exception | None = None
         mine = self._thread_channel()
-        with mine.lock:  # only ``close`` from another thread ever waits for it
-            # One retry covers a connection the broker closed while we were idle (a restart,
-            # a heartbeat timeout); a second failure means the broker is really away.
+        # Besides this thread, only ``close`` and the keep-alive (for an instant, and never
+        # while a publish holds it) take the lock.
+        with mine.lock:
+            # One retry covers a connection the broker closed while we were idle (a restart
+            # the keep-alive has not noticed yet); a second failure means the broker is away.
             for attempt in (1, 2):
                 try:
                     channel = self._open_channel(mine)
@@ -135,6 +161,69 @@ class Publisher:
                     error = exc
             raise BrokerUnavailable(f"The message broker did not accept the task: {error!r}")
 
+    def _start_keepalive(self) -> None:
+        """Start the keep-alive thread unless it runs. Only ever from a publish: the API builds
+        its publisher before gunicorn forks, and a thread does not survive a fork (in the child
+        it is no longer alive, so the child's first publish starts one of its own)."""
+        if self._heartbeat <= 0:  # no heartbeats: nothing to keep alive
+            return
+        running = self._keepalive
+        if running is not None and running[0].is_alive():
+            return
+        with self._threads_lock:
+            if self._keepalive is not None and self._keepalive[0].is_alive():
+                return
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=self._keep_alive,
+                args=(stop,),
+                name=f"publisher-keepalive {self._queue}",
+                daemon=True,
+            )
+            self._keepalive = (thread, stop)
+            thread.start()
+
+    def _keep_alive(self, stop: threading.Event) -> None:
+        # pika sends a heartbeat when its timer (half the heartbeat) is due and its I/O loop
+        # runs: running it every half heartbeat sends one at least every heartbeat, and the
+        # broker gives up only after two missed.
+        while not stop.wait(self._heartbeat / 2):
+            with self._threads_lock:
+                threads = list(self._threads)
+            for mine in threads:
+                # Without blocking: a publish that holds the lock services the heartbeats itself.
+                if not mine.lock.acquire(blocking=False):
+                    continue
+                try:
+                    self._service(mine)
+                except Exception:  # the keep-alive must outlive anything one connection does
+                    log.exception("keep-alive of a publisher connection failed")
+                    self._close(mine)
+                finally:
+                    mine.lock.release()
+
+    def _service(self, mine: _ThreadChannel) -> None:
+        """Let pika send and receive heartbeats on an idle connection; the caller holds its lock."""
+        if not mine.owner.is_alive():
+            # Its thread is gone, and nothing will publish on the connection again.
+            self._close(mine)
+            with self._threads_lock, contextlib.suppress(ValueError):
+                self._threads.remove(mine)
+            return
+        connection = mine.connection
+        if connection is None:
+            return
+        # A connection the broker closed (a restart, say) is dropped now, so that the next
+        # publish opens a new one on its first try instead of failing one on this.
+        if not connection.is_open:
+            self._close(mine)
+            return
+        try:
+            connection.process_data_events(time_limit=0)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.info("publisher connection lost while idle: %r", exc)
+            self._close(mine)
+
     @staticmethod
     def _close(mine: _ThreadChannel) -> None:
         connection, mine.connection, mine.channel = mine.connection, None, None
@@ -143,8 +232,16 @@ class Publisher:
                 connection.close()
 
     def close(self) -> None:
+        """Stop the keep-alive and close every thread's connection (a later publish reopens)."""
         with self._threads_lock:
+            keepalive, self._keepalive = self._keepalive, None
             threads = list(self._threads)
+        if keepalive is not None:
+            thread, stop = keepalive
+            stop.set()
+            # Not under _threads_lock, which the keep-alive takes; it holds a connection's lock
+            # only for one quick turn of pika's I/O loop.
+            thread.join(timeout=self._timeout + 5)
         for mine in threads:
             with mine.lock:
                 self._close(mine)
