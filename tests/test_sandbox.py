@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import subprocess
+import threading
 import time
 
 import docker.errors
@@ -256,3 +257,42 @@ def test_runsc_runs_a_task_when_registered(docker_client, config):
     release, interfaces = outcome.stdout.decode().splitlines()
     assert release != os.uname().release
     assert interfaces == "['lo']"
+
+
+def test_another_workers_janitor_leaves_a_live_workers_container_alone(docker_client, config):
+    # Two workers on one engine: one runs a task to its deadline and past it (kill, wait, read
+    # the exit), while the other's janitor sweeps without pause with the configured grace.
+    runner = DockerSandbox(docker_client, SandboxSettings())
+    other = DockerSandbox(docker_client, SandboxSettings())
+    task_id = f"{RUN_LABEL}-two-workers"
+    swept: list[str] = []
+    done = threading.Event()
+
+    def sweep_until_done():
+        while not done.is_set():
+            swept.extend(
+                other.janitor.remove_expired(
+                    config.sandbox_orphan_grace_seconds, label_filters=[f"{TASK_LABEL}={task_id}"]
+                )
+            )
+            time.sleep(0.05)
+
+    sweeper = threading.Thread(target=sweep_until_done)
+    sweeper.start()
+    try:
+        outcome = runner.run(
+            SandboxJob(
+                task_id=task_id,
+                language=config.languages["python"],
+                code=b"import time; print('up', flush=True); time.sleep(60)",
+                stdin=b"",
+                timeout_seconds=1,
+                memory_mb=64,
+            )
+        )
+    finally:
+        done.set()
+        sweeper.join()
+    assert outcome.status is TaskStatus.TIMED_OUT, outcome
+    assert outcome.stdout == b"up\n"
+    assert swept == []
