@@ -1,11 +1,13 @@
 """The domain's plain data: task statuses, the limits a task runs under, and its outcome.
 
-Status transitions: the only ones there are, each a guarded UPDATE in store/tasks.py.
+Status transitions: the only ones there are, each a guarded UPDATE in store/tasks.py (the API's)
+or store/delivery.py (the worker's).
 
-    queued  -> running    claim: a worker took the task (attempts += 1, claimed_by = worker)
+    queued  -> running    claim: a worker took the task (attempts += 1, claimed_by = worker,
+                          a fresh claim_token; a retry with the same token finds its own claim)
     running -> running    claim: the message came back and the worker that held the task is
-                          gone (no heartbeat within the lease), so another takes over
-                          (attempts += 1); while the holder lives, the claim waits instead
+                          gone (see the liveness rule in store/delivery.py), so another takes
+                          over (attempts += 1); while the holder lives, the claim waits instead
     running -> succeeded | failed | timed_out | error
                           finish: the worker stored the outcome of the attempt it claimed;
                           a stale attempt's outcome is refused, so one outcome is stored
@@ -13,9 +15,9 @@ Status transitions: the only ones there are, each a guarded UPDATE in store/task
     queued | running -> error
                           claim: attempts ran out (the task's workers kept dying)
 
-The sweeper moves nothing itself: it re-publishes the id of a task `running` on a gone worker,
-and the claim above does the rest. A final status never changes again, so any later message
-for a finished task is acked and skipped.
+The sweeper moves nothing itself: it re-publishes the id of a task `running` on a gone worker
+or long `queued`, a bounded number of times, and the claim above does the rest. A final status
+never changes again, so any later message for a finished task is acked and skipped.
 """
 
 from __future__ import annotations
