@@ -20,8 +20,8 @@ from datetime import datetime
 import psycopg2
 import requests
 
+from tests.fault_stack import Stack
 from tests.service import ApiUser
-from tests.test_faults import Stack
 
 TASKS = int(os.environ.get("CHAOS_TASKS", "40"))
 USERS = 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import falcon
@@ -20,11 +20,14 @@ from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
 from taskservice.services import Accounts, TaskSubmissions
+from taskservice.status_cache import NoCache, StatusCache, redis_client
 from taskservice.store.db import Database
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
+from taskservice.task_queries import TaskQueries
 from taskservice.validation import TaskLimits
+from taskservice.waits import TaskWaits
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ class Collaborators:
     hasher: PasswordHasher
     clock: Clock = utc_now
     new_id: IdGenerator = new_id
+    # Without Redis every read goes to PostgreSQL and waits check it once a second.
+    cache: StatusCache | NoCache = field(default_factory=NoCache)
+    waits: TaskWaits = field(default_factory=lambda: TaskWaits(None))
 
 
 class BodyLimitMiddleware:
@@ -77,8 +83,10 @@ def create_app(
         collaborators.clock,
         collaborators.new_id,
     )
+    tasks = TaskStore(collaborators.db, changes=collaborators.cache)
+    queries = TaskQueries(tasks, collaborators.cache, collaborators.waits)
     submissions = TaskSubmissions(
-        TaskStore(collaborators.db),
+        tasks,
         collaborators.publisher,
         collaborators.clock,
         collaborators.new_id,
@@ -110,9 +118,10 @@ def create_app(
     app.add_route("/", HealthResource())
     app.add_route("/register", RegisterResource(accounts))
     app.add_route("/login", LoginResource(accounts))
-    app.add_route("/task", TasksResource(submissions, limits))
-    app.add_route("/status/{task_id:uuid}", TaskStatusResource(submissions))
-    app.add_route("/result/{task_id:uuid}", TaskResultResource(submissions))
+    max_wait = config.max_wait_seconds
+    app.add_route("/task", TasksResource(submissions, queries, limits, max_wait))
+    app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))
+    app.add_route("/result/{task_id:uuid}", TaskResultResource(queries, max_wait))
     app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
@@ -128,9 +137,12 @@ def get_app(config: Config | None = None) -> falcon.App:
 
     config = config or load_config()
     config.check_api()
+    redis = redis_client(config.redis_url)  # connects on first use
     collaborators = Collaborators(
         db=Database(config.database_url, size=config.db_pool_size),
         publisher=Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds),
         hasher=PasswordHasher(config.bcrypt_rounds),
+        cache=StatusCache(redis, config.status_cache_ttl_seconds),
+        waits=TaskWaits(redis),
     )
     return create_app(config, collaborators)

@@ -51,6 +51,9 @@ class Language:
 class Config:
     database_url: str = "postgresql://127.0.0.1:5432/taskservice"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    status_cache_ttl_seconds: int = 24 * 3600
+    max_wait_seconds: float = 30.0
     queue_name: str = "taskservice.tasks"
     jwt_secret: str = ""
     jwt_ttl_seconds: int = 3600
@@ -58,6 +61,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
     api_workers: int = 2
+    # Threads per API process. A request waiting for a task (`?wait=`) holds one, so there are
+    # enough for a few hundred waiting clients beside the short requests (bench/waiters.py).
+    api_threads: int = 128
     # Chosen with bench/throughput.py on 2 cores: trivial tasks complete ~5-8% faster at 3
     # than at 2 (the container start leaves a core idle at 2), and slower again at 4.
     worker_concurrency: int = 3
@@ -149,6 +155,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     values = {
         "database_url": _parse(env, "DATABASE_URL", str, defaults.database_url),
         "amqp_url": _parse(env, "AMQP_URL", str, defaults.amqp_url),
+        "redis_url": _parse(env, "REDIS_URL", str, defaults.redis_url),
+        "status_cache_ttl_seconds": _parse(
+            env, "STATUS_CACHE_TTL_SECONDS", int, defaults.status_cache_ttl_seconds
+        ),
+        "max_wait_seconds": _parse(env, "MAX_WAIT_SECONDS", float, defaults.max_wait_seconds),
         "queue_name": _parse(env, "QUEUE_NAME", str, defaults.queue_name),
         "jwt_secret": env.get("JWT_SECRET", ""),
         "jwt_ttl_seconds": _parse(env, "JWT_TTL_SECONDS", int, defaults.jwt_ttl_seconds),
@@ -156,6 +167,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "host": _parse(env, "HOST", str, defaults.host),
         "port": _parse(env, "PORT", int, defaults.port),
         "api_workers": _parse(env, "API_WORKERS", int, defaults.api_workers),
+        "api_threads": _parse(env, "API_THREADS", int, defaults.api_threads),
         "worker_concurrency": _parse(env, "WORKER_CONCURRENCY", int, defaults.worker_concurrency),
         "docker_host": _parse(env, "DOCKER_HOST", str, defaults.docker_host),
         "sandbox_image": _parse(env, "SANDBOX_IMAGE", str, defaults.sandbox_image),
@@ -201,6 +213,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
     _in_range("PORT", values["port"], 1, 65535)
     _in_range("API_WORKERS", values["api_workers"], 1, 64)
+    _in_range("API_THREADS", values["api_threads"], 1, 1024)
+    _in_range("STATUS_CACHE_TTL_SECONDS", values["status_cache_ttl_seconds"], 60, 30 * 86400)
+    _in_range("MAX_WAIT_SECONDS", values["max_wait_seconds"], 0, 3600)
     _in_range("WORKER_CONCURRENCY", values["worker_concurrency"], 1, 256)
     _in_range("TASK_TIMEOUT_MAX", values["task_timeout_max"], 1, 24 * 3600)
     _in_range("TASK_TIMEOUT_DEFAULT", values["task_timeout_default"], 1, values["task_timeout_max"])
@@ -246,6 +261,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     for name, url_var, schemes in (
         ("database_url", "DATABASE_URL", ("postgresql://", "postgres://")),
         ("amqp_url", "AMQP_URL", ("amqp://", "amqps://")),
+        ("redis_url", "REDIS_URL", ("redis://", "rediss://", "unix://")),
     ):
         if not values[name].startswith(schemes):
             raise ConfigError(f"{url_var} must start with {' or '.join(schemes)}")

@@ -7,7 +7,7 @@ _config = load_config()
 bind = f"{_config.host}:{_config.port}"
 workers = _config.api_workers
 worker_class = "gthread"
-threads = 4
+threads = _config.api_threads
 # A request in flight gets this long to finish after SIGTERM.
 graceful_timeout = 30
 timeout = 60

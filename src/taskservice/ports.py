@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from taskservice.model import RunOutcome, Task
 
 
 class UnitsOfWork(Protocol):
@@ -25,3 +28,17 @@ class TaskPublisher(Protocol):
     def publish(self, task_id: uuid.UUID) -> None:
         """Return once the broker holds the task's message; raise BrokerUnavailable otherwise."""
         ...
+
+
+class TaskChanges(Protocol):
+    def task_changed(self, task: Task, outcome: RunOutcome | None) -> None:
+        """Called right after a transition of ``task`` was committed (``outcome`` once final)."""
+        ...
+
+
+class _NoChanges:
+    def task_changed(self, task, outcome) -> None:
+        return None
+
+
+NO_CHANGES: TaskChanges = _NoChanges()

@@ -9,7 +9,7 @@ import uuid
 from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
 from taskservice.errors import BrokerUnavailable, DatabaseUnavailable, InvalidCredentials
-from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskResult, TaskStatus
+from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskStatus
 from taskservice.ports import TaskPublisher
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import User, UserStore
@@ -117,9 +117,3 @@ class TaskSubmissions:
             if failed:
                 raise
         return task, True
-
-    def status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> Task | None:
-        return self._tasks.get_for_owner(task_id, user_id)
-
-    def result(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskResult | None:
-        return self._tasks.result_for_owner(task_id, user_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,3 +126,18 @@ def idempotency_key(header: str | None) -> str | None:
             "'Idempotency-Key' must be 1 to 255 visible ASCII characters (a UUID is a good key)."
         )
     return header
+
+
+def wait_seconds(raw: str | None, maximum: float) -> float:
+    """The ``wait`` query parameter: seconds to hold the request, 0 to ``maximum``; 0 if absent."""
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or not 0 <= seconds <= maximum:
+        raise InvalidRequest(
+            f"'wait' must be a number of seconds from 0 to {maximum:g}, not {raw[:40]!r}."
+        )
+    return seconds

@@ -1,103 +1,86 @@
 import uuid
-from datetime import UTC, datetime
 
 import falcon
 
 from taskservice import validation
 from taskservice.http_errors import NotFound
-from taskservice.model import RunOutcome, Task
 from taskservice.services import TaskSubmissions
+from taskservice.status_cache import CachedTask
+from taskservice.task_queries import TaskQueries
 
 TASK_NOT_FOUND = "No task with this id belongs to you."
 
 
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# A client told to come back later: one second is about what the shortest task takes.
+RETRY_AFTER_SECONDS = 1
 
 
-def text(output: bytes) -> str:
-    # Output is kept as the bytes the program wrote; what is not UTF-8 is shown as U+FFFD.
-    return output.decode("utf-8", errors="replace")
-
-
-def status_body(task: Task) -> dict:
-    return {
-        "task_id": str(task.id),
-        "status": task.status.value,
-        "language": task.language,
-        "created_at": iso(task.created_at),
-        "started_at": iso(task.started_at),
-        "finished_at": iso(task.finished_at),
-        "attempts": task.attempts,
-    }
-
-
-def result_body(task: Task, outcome: RunOutcome) -> dict:
-    return {
-        "task_id": str(task.id),
-        "status": task.status.value,
-        "exit_code": outcome.exit_code,
-        "stdout": text(outcome.stdout),
-        "stderr": text(outcome.stderr),
-        "stdout_truncated": outcome.stdout_truncated,
-        "stderr_truncated": outcome.stderr_truncated,
-        "duration_ms": outcome.duration_ms,
-        "error": outcome.error,
-        "oom_killed": outcome.oom_killed,
-        "signal": outcome.signal,
-        "timeout": task.timeout_seconds,
-        "memory_mb": task.memory_mb,
-        "memory_peak_bytes": outcome.memory_peak_bytes,
-    }
+def pending_body(entry: CachedTask) -> dict:
+    return {"task_id": entry.status["task_id"], "status": entry.status["status"]}
 
 
 class TasksResource:
     auth_required = True
 
-    def __init__(self, submissions: TaskSubmissions, limits: validation.TaskLimits):
+    def __init__(
+        self,
+        submissions: TaskSubmissions,
+        queries: TaskQueries,
+        limits: validation.TaskLimits,
+        max_wait_seconds: float,
+    ):
         self._submissions = submissions
+        self._queries = queries
         self._limits = limits
+        self._max_wait = max_wait_seconds
         # The largest JSON body a valid task can need: escapes such as \u0000 take 6 bytes
         # for each byte of code or stdin.
         self.max_body_bytes = 6 * (limits.max_code_bytes + limits.max_stdin_bytes) + 4096
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        wait = validation.wait_seconds(req.get_param("wait"), self._max_wait)
         request = validation.task_request(req.get_media(), self._limits)
         key = validation.idempotency_key(req.get_header("Idempotency-Key"))
-        task, created = self._submissions.submit(req.context.user_id, request, key)
+        user_id = req.context.user_id
+        task, created = self._submissions.submit(user_id, request, key)
         # A repeat of an earlier request (same Idempotency-Key and body) made nothing new.
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/status/{task.id}"
         resp.media = {"task_id": str(task.id), "status": task.status.value}
+        if wait > 0:
+            entry = self._queries.result(user_id, task.id, wait)
+            if entry is not None:
+                resp.media = entry.result if entry.is_final else pending_body(entry)
 
 
 class TaskStatusResource:
     auth_required = True
 
-    def __init__(self, submissions: TaskSubmissions):
-        self._submissions = submissions
+    def __init__(self, queries: TaskQueries):
+        self._queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
-        task = self._submissions.status(req.context.user_id, task_id)
-        if task is None:
+        body = self._queries.status(req.context.user_id, task_id)
+        if body is None:
             raise NotFound(TASK_NOT_FOUND)
-        resp.media = status_body(task)
+        resp.media = body
 
 
 class TaskResultResource:
     auth_required = True
 
-    def __init__(self, submissions: TaskSubmissions):
-        self._submissions = submissions
+    def __init__(self, queries: TaskQueries, max_wait_seconds: float):
+        self._queries = queries
+        self._max_wait = max_wait_seconds
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
-        result = self._submissions.result(req.context.user_id, task_id)
-        if result is None:
+        wait = validation.wait_seconds(req.get_param("wait"), self._max_wait)
+        entry = self._queries.result(req.context.user_id, task_id, wait)
+        if entry is None:
             raise NotFound(TASK_NOT_FOUND)
-        if result.outcome is None:
+        if not entry.is_final:
             resp.status = falcon.HTTP_202
-            resp.media = {"task_id": str(result.task.id), "status": result.task.status.value}
+            resp.retry_after = RETRY_AFTER_SECONDS
+            resp.media = pending_body(entry)
             return
-        resp.media = result_body(result.task, result.outcome)
+        resp.media = entry.result

@@ -21,7 +21,8 @@ import uuid
 from datetime import datetime
 
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
-from taskservice.ports import UnitsOfWork
+from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
+from taskservice.store.rows import TASK_COLUMNS, task_from_row
 
 # How often one task's id may be sent anew per claim, by the sweeper and idempotent repeats
 # together: with the first message, a task never has more than 1 + MAX_RESENDS in flight.
@@ -47,9 +48,13 @@ class ClaimResult(enum.Enum):
     GAVE_UP = "gave_up"  # attempts ran out; the task was ended as `error`
 
 
+_CLAIMED_COLUMNS = f"{TASK_COLUMNS}, code, stdin"
+
+
 class DeliveryStore:
-    def __init__(self, db: UnitsOfWork):
+    def __init__(self, db: UnitsOfWork, changes: TaskChanges = NO_CHANGES):
         self._db = db
+        self._changes = changes  # told of each committed transition (the status cache)
 
     def claim(
         self,
@@ -66,6 +71,17 @@ class DeliveryStore:
         the claim finds its own committed write and returns it without taking another attempt.
         """
         claim_token = claim_token or uuid.uuid4()
+        result, row, outcome = self._claim(
+            task_id, worker_id, now, max_attempts, lease_seconds, claim_token
+        )
+        if row is not None:  # committed: a claim (or a retry finding its own), or giving up
+            self._changes.task_changed(task_from_row(row), outcome)
+        if result is ClaimResult.CLAIMED:
+            return result, _claimed(row)
+        return result, None
+
+    def _claim(self, task_id, worker_id, now, max_attempts, lease_seconds, claim_token):
+        """(result, the task's row after the transition or None, the outcome if it ended)."""
         params = {"task": task_id, "judge": worker_id, "lease": lease_seconds}
         with self._db.transaction() as cursor:
             cursor.execute(
@@ -77,42 +93,40 @@ class DeliveryStore:
             )
             row = cursor.fetchone()
             if row is None:
-                return ClaimResult.MISSING, None
+                return ClaimResult.MISSING, None, None
             if TaskStatus(row["status"]).is_final:
-                return ClaimResult.ALREADY_FINAL, None
+                return ClaimResult.ALREADY_FINAL, None, None
             if row["status"] == TaskStatus.RUNNING and row["mine"]:
                 cursor.execute(
-                    "SELECT id, language, code, stdin, timeout_seconds, memory_mb, attempts"
-                    " FROM tasks WHERE id = %s AND claim_token = %s",
+                    f"SELECT {_CLAIMED_COLUMNS} FROM tasks WHERE id = %s AND claim_token = %s",
                     (task_id, claim_token),
                 )
                 own = cursor.fetchone()
                 if own is not None:
-                    return ClaimResult.CLAIMED, _claimed(own)
+                    return ClaimResult.CLAIMED, own, None
                 # Held by this very worker under another claim: it runs a task once at a time,
                 # so that claim's run is over (its outcome was lost): claim it again.
             elif row["status"] == TaskStatus.RUNNING and not row["holder_gone"]:
-                return ClaimResult.BUSY_ELSEWHERE, None
+                return ClaimResult.BUSY_ELSEWHERE, None, None
             if row["attempts"] >= max_attempts:
+                error = (
+                    f"Gave up after {row['attempts']} attempts: the worker running this task"
+                    " stopped before it finished each time."
+                )
                 cursor.execute(
                     "UPDATE tasks SET status = 'error', finished_at = %s, error = %s,"
-                    " claimed_by = %s WHERE id = %s",
-                    (
-                        now,
-                        f"Gave up after {row['attempts']} attempts: the worker running this task"
-                        " stopped before it finished each time.",
-                        worker_id,
-                        task_id,
-                    ),
+                    f" claimed_by = %s WHERE id = %s RETURNING {TASK_COLUMNS}",
+                    (now, error, worker_id, task_id),
                 )
-                return ClaimResult.GAVE_UP, None
+                ended = RunOutcome(status=TaskStatus.ERROR, error=error)
+                return ClaimResult.GAVE_UP, cursor.fetchone(), ended
             cursor.execute(
                 "UPDATE tasks SET status = 'running', started_at = %s, attempts = attempts + 1,"
                 " claimed_by = %s, claim_token = %s, resends = 0 WHERE id = %s"
-                " RETURNING id, language, code, stdin, timeout_seconds, memory_mb, attempts",
+                f" RETURNING {_CLAIMED_COLUMNS}",
                 (now, worker_id, claim_token, task_id),
             )
-            return ClaimResult.CLAIMED, _claimed(cursor.fetchone())
+            return ClaimResult.CLAIMED, cursor.fetchone(), None
 
     def finish(self, task_id: uuid.UUID, attempt: int, outcome: RunOutcome, now: datetime) -> bool:
         """running -> final, for the attempt that was claimed. False if that attempt is stale.
@@ -127,7 +141,8 @@ class DeliveryStore:
                 "UPDATE tasks SET status = %s, finished_at = %s, exit_code = %s, stdout = %s,"
                 " stderr = %s, stdout_truncated = %s, stderr_truncated = %s, duration_ms = %s,"
                 " error = %s, oom_killed = %s, signal = %s, memory_peak_bytes = %s"
-                " WHERE id = %s AND status = 'running' AND attempts = %s",
+                " WHERE id = %s AND status = 'running' AND attempts = %s"
+                f" RETURNING {TASK_COLUMNS}",
                 (
                     outcome.status.value,
                     now,
@@ -145,11 +160,19 @@ class DeliveryStore:
                     attempt,
                 ),
             )
-            if cursor.rowcount == 1:
-                return True
+            row = cursor.fetchone()
+        if row is None:
+            row = self._own_finish(task_id, attempt, outcome, now)
+        if row is None:
+            return False
+        self._changes.task_changed(task_from_row(row), outcome)
+        return True
+
+    def _own_finish(self, task_id, attempt, outcome, now):
+        """The row as this very finish left it, if an earlier try of it was committed."""
         with self._db.statement() as cursor:
             cursor.execute(
-                "SELECT 1 FROM tasks WHERE id = %s AND attempts = %s AND status = %s"
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND attempts = %s AND status = %s"
                 " AND finished_at = %s AND exit_code IS NOT DISTINCT FROM %s"
                 " AND error IS NOT DISTINCT FROM %s AND stdout = %s AND stderr = %s",
                 (
@@ -163,7 +186,7 @@ class DeliveryStore:
                     outcome.stderr,
                 ),
             )
-            return cursor.fetchone() is not None
+            return cursor.fetchone()
 
     def due_for_requeue(
         self,

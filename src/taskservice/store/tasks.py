@@ -21,53 +21,20 @@ from taskservice.model import (
     TaskResult,
     TaskStatus,
 )
-from taskservice.ports import UnitsOfWork
+from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
 from taskservice.store.delivery import MAX_RESENDS
-
-_TASK_COLUMNS = (
-    "id, user_id, language, status, timeout_seconds, memory_mb, attempts,"
-    " created_at, started_at, finished_at"
+from taskservice.store.rows import (
+    OUTCOME_COLUMNS,
+    TASK_COLUMNS,
+    outcome_from_row,
+    task_from_row,
 )
-_OUTCOME_COLUMNS = (
-    "exit_code, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, error,"
-    " oom_killed, signal, memory_peak_bytes"
-)
-
-
-def _task(row) -> Task:
-    return Task(
-        id=row["id"],
-        user_id=row["user_id"],
-        language=row["language"],
-        status=TaskStatus(row["status"]),
-        timeout_seconds=row["timeout_seconds"],
-        memory_mb=row["memory_mb"],
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
-
-
-def _outcome(row) -> RunOutcome:
-    return RunOutcome(
-        status=TaskStatus(row["status"]),
-        exit_code=row["exit_code"],
-        stdout=bytes(row["stdout"] or b""),
-        stderr=bytes(row["stderr"] or b""),
-        stdout_truncated=row["stdout_truncated"],
-        stderr_truncated=row["stderr_truncated"],
-        duration_ms=row["duration_ms"],
-        error=row["error"],
-        oom_killed=row["oom_killed"],
-        signal=row["signal"],
-        memory_peak_bytes=row["memory_peak_bytes"],
-    )
 
 
 class TaskStore:
-    def __init__(self, db: UnitsOfWork):
+    def __init__(self, db: UnitsOfWork, changes: TaskChanges = NO_CHANGES):
         self._db = db
+        self._changes = changes  # told of each committed transition (the status cache)
 
     def create(
         self,
@@ -85,10 +52,14 @@ class TaskStore:
         """
         for _ in range(2):  # a second pass only after losing a race for the same key
             try:
-                return self._create_once(task_id, user_id, request, now, idempotency)
+                task, created = self._create_once(task_id, user_id, request, now, idempotency)
             except psycopg2.errors.UniqueViolation:
                 if idempotency is None:
                     raise
+                continue
+            if created:
+                self._changes.task_changed(task, None)
+            return task, created
         raise RuntimeError("an idempotency key kept conflicting")  # pragma: no cover
 
     def _create_once(self, task_id, user_id, request, now, idempotency) -> tuple[Task, bool]:
@@ -110,11 +81,11 @@ class TaskStore:
                 if row is not None:
                     if row["request_hash"] != idempotency.request_hash:
                         raise IdempotencyKeyReused(idempotency.key)
-                    return _task(row), False
+                    return task_from_row(row), False
             cursor.execute(
                 "INSERT INTO tasks (id, user_id, language, code, stdin, timeout_seconds,"
                 " memory_mb, status, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                f" RETURNING {_TASK_COLUMNS}",
+                f" RETURNING {TASK_COLUMNS}",
                 (
                     task_id,
                     user_id,
@@ -127,7 +98,7 @@ class TaskStore:
                     now,
                 ),
             )
-            task = _task(cursor.fetchone())
+            task = task_from_row(cursor.fetchone())
             if idempotency is not None:
                 cursor.execute(
                     "INSERT INTO idempotency_keys (user_id, key, request_hash, task_id,"
@@ -139,24 +110,27 @@ class TaskStore:
     def get_for_owner(self, task_id: uuid.UUID, user_id: uuid.UUID) -> Task | None:
         with self._db.statement() as cursor:
             cursor.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s AND user_id = %s",
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND user_id = %s",
                 (task_id, user_id),
             )
             row = cursor.fetchone()
-        return _task(row) if row else None
+        return task_from_row(row) if row else None
 
     def result_for_owner(self, task_id: uuid.UUID, user_id: uuid.UUID) -> TaskResult | None:
+        found = self.result_by_id(task_id)
+        return found if found is not None and found.task.user_id == user_id else None
+
+    def result_by_id(self, task_id: uuid.UUID) -> TaskResult | None:
+        """The task and, once final, its outcome, whoever owns it (the cache's fill reads this)."""
         with self._db.statement() as cursor:
             cursor.execute(
-                f"SELECT {_TASK_COLUMNS}, {_OUTCOME_COLUMNS} FROM tasks"
-                " WHERE id = %s AND user_id = %s",
-                (task_id, user_id),
+                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS} FROM tasks WHERE id = %s", (task_id,)
             )
             row = cursor.fetchone()
         if row is None:
             return None
-        task = _task(row)
-        return TaskResult(task, _outcome(row) if task.status.is_final else None)
+        task = task_from_row(row)
+        return TaskResult(task, outcome_from_row(row) if task.status.is_final else None)
 
     def fail_unqueued(self, task_id: uuid.UUID, reason: str, now: datetime) -> bool:
         """queued -> error, for a task whose message the broker would not take.
@@ -168,13 +142,17 @@ class TaskStore:
         with self._db.transaction() as cursor:
             cursor.execute(
                 "UPDATE tasks SET status = 'error', finished_at = %s, error = %s"
-                " WHERE id = %s AND status = 'queued'",
+                f" WHERE id = %s AND status = 'queued' RETURNING {TASK_COLUMNS}",
                 (now, reason, task_id),
             )
-            if cursor.rowcount != 1:
+            row = cursor.fetchone()
+            if row is None:
                 return False
             cursor.execute("DELETE FROM idempotency_keys WHERE task_id = %s", (task_id,))
-            return True
+        self._changes.task_changed(
+            task_from_row(row), RunOutcome(status=TaskStatus.ERROR, error=reason)
+        )
+        return True
 
     def mark_resend(self, task_id: uuid.UUID, min_interval_seconds: float) -> bool:
         """Whether a still-`queued` task's id may be sent anew now (an idempotent repeat asks).

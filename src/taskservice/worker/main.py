@@ -56,13 +56,16 @@ def run_worker(config: Config) -> None:
     """Build the real collaborators and consume until stopped."""
     from taskservice.queue import Publisher
     from taskservice.sandbox import DockerSandbox, docker_client
+    from taskservice.status_cache import StatusCache, redis_client
     from taskservice.store.db import Database
 
     client = docker_client(config.docker_host)
     sandbox = DockerSandbox(client, sandbox_settings(config))
     # One connection per task thread, one for the heartbeat, one for the sweep, one for versions.
     db = Database(config.database_url, size=config.worker_concurrency + 3)
-    delivery = DeliveryStore(db)
+    # Each committed transition is written through to the status cache right after.
+    cache = StatusCache(redis_client(config.redis_url), config.status_cache_ttl_seconds)
+    delivery = DeliveryStore(db, changes=cache)
     registry = WorkerRegistry(db)
     worker_id = uuid.uuid4()
     shutdown = Shutdown(on_cold_stop=sandbox.kill_all)

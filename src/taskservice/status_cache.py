@@ -1,0 +1,244 @@
+"""Redis as a cache of what `GET /status` and `GET /result` answer, and as the signal that a
+task changed. PostgreSQL stays the one source of truth: every write here follows a commit there,
+and anything this cache cannot vouch for is read from PostgreSQL.
+
+The rules, and what each one guarantees:
+
+1. **Versioned writes: never older than the database.** An entry carries
+   ``version = attempts * 10 + rank`` (queued 1, running 2, final 9). A write is a Lua
+   compare-and-set that keeps whichever entry has the higher version, so a late writer (an API
+   process that stored `queued` after the worker stored `running`, a claim's write that lands
+   after its finish's) can never replace a newer state with an older one, and a final entry is
+   never replaced at all.
+2. **Freshness: readers converge.** A writer can die between its commit and its write here,
+   leaving an older state. So a non-final entry says until when it may be trusted: `queued` for
+   ``QUEUED_TRUST_SECONDS`` after it was written, `running` until its attempt's deadline (start
+   plus time limit plus ``RUNNING_SLACK_SECONDS``). Past that a reader goes to PostgreSQL and
+   writes what it found; an equal version is accepted when it is trusted for longer, which is
+   how the trust moves on. A final entry is trusted until it expires.
+3. **A failed write removes the entry.** When a write-through fails (Redis full, say) the writer
+   deletes the key, so readers fall back to PostgreSQL rather than trust an entry that could not
+   be replaced. (A write that fails because Redis is unreachable cannot delete either; rule 2
+   bounds how long the entry it left is trusted.)
+4. **Ownership without a database read.** An entry names the task's owner, so another user gets
+   the same 404 as for an unknown id from the cache alone; an id PostgreSQL does not know is
+   remembered as absent (version 0, so any real state replaces it) for ``ABSENT_TTL_SECONDS``.
+5. **Signals that cannot be missed.** An accepted write publishes on the task's channel in the
+   same script. A waiter subscribes first and reads second (``waits``), so a change between the
+   two reaches it either way.
+
+Redis away: each call gives up after a short socket timeout and answers "not known" (a miss, or
+False), and for ``PAUSE_AFTER_FAILURE_SECONDS`` after a failure Redis is not asked at all, so a
+dead Redis costs a request nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from taskservice.model import RunOutcome, Task, TaskResult, TaskStatus
+from taskservice.task_views import result_body, status_body
+
+log = logging.getLogger(__name__)
+
+QUEUED_TRUST_SECONDS = 2.0
+RUNNING_SLACK_SECONDS = 30.0
+ABSENT_TTL_SECONDS = 60
+PAUSE_AFTER_FAILURE_SECONDS = 1.0
+SOCKET_TIMEOUT_SECONDS = 0.5
+# "Trusted until it expires": beyond any deadline, still an exact float in Lua and JSON.
+FOREVER = 1e15
+_RANK = {TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 2}
+_FINAL_RANK = 9
+
+# KEYS: entry, channel. ARGV: version, trusted_until, owner, status json, result json, ttl ms.
+# An accepted write sets the fields, the expiry, and publishes the status on the channel.
+_COMPARE_AND_SET = """
+local current = redis.call('HMGET', KEYS[1], 'v', 't')
+local version, trusted = tonumber(ARGV[1]), tonumber(ARGV[2])
+local current_version = tonumber(current[1])
+if current_version then
+  if version < current_version then return 0 end
+  if version == current_version and trusted <= tonumber(current[2]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 't', ARGV[2], 'o', ARGV[3], 's', ARGV[4], 'r', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+return 1
+"""
+
+
+def entry_key(task_id: uuid.UUID) -> str:
+    return f"taskservice:task:{task_id}"
+
+
+def channel(task_id: uuid.UUID) -> str:
+    return f"taskservice:task-changed:{task_id}"
+
+
+CHANNEL_PATTERN = "taskservice:task-changed:*"
+
+
+def task_id_of_channel(name: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(name.rsplit(":", 1)[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def version_of(task: Task) -> int:
+    rank = _FINAL_RANK if task.status.is_final else _RANK[task.status]
+    return task.attempts * 10 + rank
+
+
+@dataclass(frozen=True)
+class CachedTask:
+    """What the cache knows of one task. ``owner`` None: the task is known not to exist."""
+
+    owner: uuid.UUID | None
+    status: dict | None  # the body of GET /status
+    result: dict | None  # the body of GET /result's 200, once final
+
+    @property
+    def is_final(self) -> bool:
+        return self.result is not None
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client that connects on first use (never at import, nor before gunicorn forks)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        health_check_interval=30,
+    )
+
+
+class StatusCache:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_seconds: int,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self._client = client
+        self._ttl_ms = ttl_seconds * 1000
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get(self, task_id: uuid.UUID, with_result: bool = False) -> CachedTask | None:
+        """The trusted entry of ``task_id``; None: a miss, an entry past its trust, or no Redis."""
+        fields = ("t", "o", "s", "r") if with_result else ("t", "o", "s")
+        values = self._call(lambda: self._client.hmget(entry_key(task_id), fields))
+        if not values or values[0] is None:
+            return None
+        trusted_until = float(values[0])
+        if self._wall_clock() >= trusted_until:
+            return None  # rule 2: PostgreSQL may know better
+        owner = values[1].decode()
+        if not owner:
+            return CachedTask(owner=None, status=None, result=None)
+        result = values[3] if with_result else None
+        return CachedTask(
+            owner=uuid.UUID(owner),
+            status=json.loads(values[2]),
+            result=json.loads(result) if result else None,
+        )
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def task_changed(self, task: Task, outcome: RunOutcome | None) -> None:
+        """Write through the state just committed (``outcome`` with a final status)."""
+        self.put(TaskResult(task, outcome if task.status.is_final else None))
+
+    def put(self, state: TaskResult) -> bool:
+        task = state.task
+        if task.status.is_final:
+            trusted_until = FOREVER
+        elif task.status is TaskStatus.RUNNING and task.started_at is not None:
+            trusted_until = (
+                task.started_at.timestamp() + task.timeout_seconds + RUNNING_SLACK_SECONDS
+            )
+        else:
+            trusted_until = self._wall_clock() + QUEUED_TRUST_SECONDS
+        result = result_body(task, state.outcome) if state.outcome is not None else None
+        return self._write(
+            task.id,
+            version_of(task),
+            trusted_until,
+            str(task.user_id),
+            json.dumps(status_body(task)),
+            json.dumps(result) if result is not None else "",
+            self._ttl_ms,
+        )
+
+    def put_absent(self, task_id: uuid.UUID) -> bool:
+        """Rule 4: PostgreSQL has no such task; say so for a while."""
+        until = self._wall_clock() + ABSENT_TTL_SECONDS
+        return self._write(task_id, 0, until, "", "{}", "", ABSENT_TTL_SECONDS * 1000)
+
+    def _write(self, task_id, version, trusted_until, owner, status, result, ttl_ms) -> bool:
+        if self._paused():
+            return False
+        keys = [entry_key(task_id), channel(task_id)]
+        args = [version, repr(float(trusted_until)), owner, status, result, ttl_ms]
+        try:
+            return bool(self._compare_and_set(keys=keys, args=args))
+        except redis.RedisError as exc:
+            self._failed(exc)
+        # Rule 3: an entry this write could not replace must not be trusted. (Unreachable, Redis
+        # cannot delete either; rule 2 bounds the trust of what it holds.)
+        with contextlib.suppress(redis.RedisError):
+            self._client.delete(keys[0])
+        return False
+
+    # --- Redis away -----------------------------------------------------------------------
+
+    def _paused(self) -> bool:
+        return self._monotonic() < self._paused_until
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            if not self._paused():
+                log.warning("status cache unavailable, reading PostgreSQL: %s", exc)
+            self._paused_until = self._monotonic() + PAUSE_AFTER_FAILURE_SECONDS
+
+    def _call(self, operation):
+        if self._paused():
+            return None
+        try:
+            return operation()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
+
+class NoCache:
+    """No Redis configured for this piece (tests of the store alone): every answer is a miss."""
+
+    def get(self, task_id: uuid.UUID, with_result: bool = False) -> None:
+        return None
+
+    def task_changed(self, task: Task, outcome: RunOutcome | None) -> None:
+        return None
+
+    def put(self, state: TaskResult) -> bool:
+        return False
+
+    def put_absent(self, task_id: uuid.UUID) -> bool:
+        return False

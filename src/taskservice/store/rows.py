@@ -1,0 +1,45 @@
+"""Column lists and row mappers shared by the stores."""
+
+from __future__ import annotations
+
+from taskservice.model import RunOutcome, Task, TaskStatus
+
+TASK_COLUMNS = (
+    "id, user_id, language, status, timeout_seconds, memory_mb, attempts,"
+    " created_at, started_at, finished_at"
+)
+OUTCOME_COLUMNS = (
+    "exit_code, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, error,"
+    " oom_killed, signal, memory_peak_bytes"
+)
+
+
+def task_from_row(row) -> Task:
+    return Task(
+        id=row["id"],
+        user_id=row["user_id"],
+        language=row["language"],
+        status=TaskStatus(row["status"]),
+        timeout_seconds=row["timeout_seconds"],
+        memory_mb=row["memory_mb"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def outcome_from_row(row) -> RunOutcome:
+    return RunOutcome(
+        status=TaskStatus(row["status"]),
+        exit_code=row["exit_code"],
+        stdout=bytes(row["stdout"] or b""),
+        stderr=bytes(row["stderr"] or b""),
+        stdout_truncated=row["stdout_truncated"],
+        stderr_truncated=row["stderr_truncated"],
+        duration_ms=row["duration_ms"],
+        error=row["error"],
+        oom_killed=row["oom_killed"],
+        signal=row["signal"],
+        memory_peak_bytes=row["memory_peak_bytes"],
+    )

@@ -1,0 +1,53 @@
+"""The JSON bodies of `GET /status` and `GET /result`, built from the domain's data.
+
+Shared by the HTTP resources and by the status cache's writers (the API and the worker), so a
+cached answer is byte for byte what PostgreSQL would give.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from taskservice.model import RunOutcome, Task
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def text(output: bytes) -> str:
+    # Output is kept as the bytes the program wrote; what is not UTF-8 is shown as U+FFFD.
+    return output.decode("utf-8", errors="replace")
+
+
+def status_body(task: Task) -> dict:
+    return {
+        "task_id": str(task.id),
+        "status": task.status.value,
+        "language": task.language,
+        "created_at": iso(task.created_at),
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "attempts": task.attempts,
+    }
+
+
+def result_body(task: Task, outcome: RunOutcome) -> dict:
+    return {
+        "task_id": str(task.id),
+        "status": task.status.value,
+        "exit_code": outcome.exit_code,
+        "stdout": text(outcome.stdout),
+        "stderr": text(outcome.stderr),
+        "stdout_truncated": outcome.stdout_truncated,
+        "stderr_truncated": outcome.stderr_truncated,
+        "duration_ms": outcome.duration_ms,
+        "error": outcome.error,
+        "oom_killed": outcome.oom_killed,
+        "signal": outcome.signal,
+        "timeout": task.timeout_seconds,
+        "memory_mb": task.memory_mb,
+        "memory_peak_bytes": outcome.memory_peak_bytes,
+    }

@@ -1,0 +1,142 @@
+"""Holding a request until a task changes: Redis pub/sub when it answers, PostgreSQL when not.
+
+One listener thread per API process subscribes to every task's channel (one pattern
+subscription, one Redis connection, however many requests wait) and wakes the requests waiting
+on the task a message names. A waiting request registers first and checks the task second, and
+the listener was subscribed before either (``listening``), so a change between the check and
+the wait still wakes it: subscribe, then read.
+
+While the listener is not subscribed (Redis away, or reconnecting), waiting requests check
+PostgreSQL instead, once per ``fallback_interval`` each; every change of the listener's state
+wakes them all, so none sleeps through a change it could not be told of.
+
+Holding a request holds one of the API's threads (gunicorn's gthread worker); ``API_THREADS``
+sizes them so that waiting requests leave room for the rest (see README, Performance).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+
+import redis
+
+from taskservice.status_cache import CHANNEL_PATTERN, task_id_of_channel
+
+log = logging.getLogger(__name__)
+
+# check(fresh) -> whether the wait is over; fresh: read PostgreSQL, not the cache.
+Check = Callable[[bool], bool]
+
+
+class TaskWaits:
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        fallback_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self._client = client
+        self._fallback_interval = fallback_interval
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._waiters: dict[uuid.UUID, set[threading.Event]] = defaultdict(set)
+        self._listening = False
+        self._listener: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    def wait(self, task_id: uuid.UUID, timeout: float, check: Check) -> bool:
+        """Until ``check`` says the wait is over (True) or ``timeout`` seconds pass (False)."""
+        self._start_listener()
+        deadline = self._monotonic() + timeout
+        woken = threading.Event()
+        with self._lock:
+            self._waiters[task_id].add(woken)
+        try:
+            while True:
+                listening = self._listening  # read before the check: see the module's docstring
+                if check(not listening):
+                    return True
+                remaining = deadline - self._monotonic()
+                if remaining <= 0:
+                    return False
+                woken.wait(remaining if listening else min(remaining, self._fallback_interval))
+                woken.clear()
+        finally:
+            with self._lock:
+                waiting = self._waiters[task_id]
+                waiting.discard(woken)
+                if not waiting:
+                    del self._waiters[task_id]
+
+    def close(self) -> None:
+        self._stopped.set()
+
+    # --- the listener ---------------------------------------------------------------------
+
+    def _start_listener(self) -> None:
+        if self._client is None:
+            return
+        with self._lock:
+            if self._listener is not None and self._listener.is_alive():
+                return
+            self._listener = threading.Thread(
+                target=self._listen_until_stopped, name="task-waits", daemon=True
+            )
+            self._listener.start()
+
+    def _listen_until_stopped(self) -> None:
+        pause = 0.5
+        while not self._stopped.is_set():
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.psubscribe(CHANNEL_PATTERN)
+                while not self._stopped.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "psubscribe":
+                        self._set_listening(True)
+                        pause = 0.5
+                    elif message["type"] == "pmessage":
+                        self._wake(task_id_of_channel(message["channel"].decode()))
+            except (redis.RedisError, OSError) as exc:
+                if self._listening:
+                    log.warning("task change signals lost, waiting on PostgreSQL: %s", exc)
+                self._set_listening(False)
+                self._stopped.wait(pause)
+                pause = min(pause * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                except (redis.RedisError, OSError):
+                    log.debug("closing the task change subscription failed", exc_info=True)
+        self._set_listening(False)
+
+    def _set_listening(self, listening: bool) -> None:
+        if listening == self._listening:
+            return
+        self._listening = listening
+        if listening:
+            log.info("task change signals up")
+        self._wake_all()  # changes may have gone unsignalled: let every waiter check again
+
+    def _wake(self, task_id: uuid.UUID | None) -> None:
+        with self._lock:
+            waiting = list(self._waiters.get(task_id, ())) if task_id is not None else []
+        for woken in waiting:
+            woken.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            waiting = [woken for events in self._waiters.values() for woken in events]
+        for woken in waiting:
+            woken.set()
