@@ -5,7 +5,8 @@ and anything this cache cannot vouch for is read from PostgreSQL.
 The rules, and what each one guarantees:
 
 1. **Versioned writes: never older than the database.** An entry carries
-   ``version = attempts * 10 + rank`` (queued 1, running 2, final 9). A write is a Lua
+   ``version = rank * 1000 + attempts`` (rank: queued 1, running 2, final 9; attempts are at most
+   ``MAX_ATTEMPTS``, at most 100). A write is a Lua
    compare-and-set that keeps whichever entry has the higher version, so a late writer (an API
    process that stored `queued` after the worker stored `running`, a claim's write that lands
    after its finish's) can never replace a newer state with an older one, and a final entry is
@@ -97,7 +98,7 @@ def task_id_of_channel(name: str) -> uuid.UUID | None:
 
 def version_of(task: Task) -> int:
     rank = _FINAL_RANK if task.status.is_final else _RANK[task.status]
-    return task.attempts * 10 + rank
+    return rank * 1000 + task.attempts
 
 
 @dataclass(frozen=True)
