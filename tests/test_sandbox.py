@@ -234,6 +234,7 @@ def test_version_probe_reports_what_the_image_runs(sandbox, docker_client, confi
         assert re.fullmatch(r"\d+\.\d+(\.\d+)?", probed), probed
 
 
+@pytest.mark.runsc  # changes the host's dockerd: run by `make test-runsc` only
 def test_runsc_runs_a_task_when_registered(docker_client, config):
     # The script installs Debian's runsc and registers it with the running dockerd (a reload,
     # not a restart); after it, a task runs under gVisor's own kernel, not the host's.
