@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import replace
 
+import docker.errors
 import pika
 import psycopg2
 import pytest
@@ -92,12 +93,32 @@ def status_of(user: ApiUser, task_id: str) -> dict:
     return response.json()
 
 
-def wait_until_running(user: ApiUser, task_id: str, within: float = 30) -> None:
+def wait_until_started(user: ApiUser, docker_client, task_id: str, within: float = 30) -> None:
+    """Until the task is `running` and its program runs in the task's container.
+
+    The program counts as started once the sandbox's bootstrap has exec'd the interpreter on
+    the code file (its command line is then that file's, no longer `python3 -c ...`).
+    """
     deadline = time.monotonic() + within
-    while status_of(user, task_id)["status"] != "running":
-        assert time.monotonic() < deadline, "the task never started"
+    while not (
+        status_of(user, task_id)["status"] == "running"
+        and any(program_runs(c) for c in task_containers(docker_client, task_id))
+    ):
+        assert time.monotonic() < deadline, f"the program of task {task_id} never started"
         time.sleep(0.05)
-    time.sleep(0.5)  # let the container start its program
+
+
+def program_runs(container) -> bool:
+    if container.status != "running":
+        return False
+    try:
+        # The engine needs the pid column to match processes to the container.
+        processes = container.top(ps_args="-o pid,args")["Processes"] or []
+    except docker.errors.APIError as error:
+        if error.status_code in (404, 409):  # removed or stopped meanwhile
+            return False
+        raise
+    return any(args.endswith(" /tmp/main.py") and " -c " not in args for _, args in processes)
 
 
 def task_containers(docker_client, task_id: str) -> list:
@@ -119,7 +140,7 @@ def test_worker_killed_mid_task_runs_again_once(queue_config, stack_factory, doc
     doomed = stack.worker()
     user = ApiUser(stack.base)
     task_id = user.submit(SLOW_TASK.format(seconds=3), timeout=20)
-    wait_until_running(user, task_id)
+    wait_until_started(user, docker_client, task_id)
     assert len(task_containers(docker_client, task_id)) == 1
     doomed.kill()
 
@@ -131,7 +152,7 @@ def test_worker_killed_mid_task_runs_again_once(queue_config, stack_factory, doc
     wait_no_containers(docker_client, task_id)
 
 
-def test_broker_outage(queue_config, stack_factory, rabbit):
+def test_broker_outage(queue_config, stack_factory, rabbit, docker_client):
     stack = stack_factory(replace(queue_config, amqp_url=rabbit.url), WORKER_CONCURRENCY="3")
     stack.api()
     worker = stack.worker()
@@ -173,7 +194,7 @@ def test_broker_outage(queue_config, stack_factory, rabbit):
     # the worker keeps taking tasks afterwards (more of them than its prefetch).
     busy = [user.submit(SLOW_TASK.format(seconds=8), timeout=20) for _ in range(3)]
     for task_id in busy:  # every prefetch slot holds a running task
-        wait_until_running(user, task_id)
+        wait_until_started(user, docker_client, task_id)
     rabbit.restart()
     for task_id in busy:
         assert user.wait(task_id, within=90)["stdout"] == "start\ndone\n"
@@ -183,7 +204,7 @@ def test_broker_outage(queue_config, stack_factory, rabbit):
         assert user.wait(task_id, within=60)["stdout"] == f"later {n}\n"
 
 
-def test_database_restart(queue_config, stack_factory):
+def test_database_restart(queue_config, stack_factory, docker_client):
     postgres = PrivatePostgres()
     try:
         postgres.start()
@@ -198,7 +219,7 @@ def test_database_restart(queue_config, stack_factory):
         stack.worker()
         user = ApiUser(stack.base)
         task_id = user.submit(SLOW_TASK.format(seconds=2), timeout=20)
-        wait_until_running(user, task_id)
+        wait_until_started(user, docker_client, task_id)
 
         postgres.stop()
         gone = requests.get(f"{stack.base}/status/{task_id}", headers=user.headers, timeout=30)
@@ -208,7 +229,9 @@ def test_database_restart(queue_config, stack_factory):
             f"{stack.base}/task", json={"code": "1"}, headers=user.headers, timeout=30
         )
         assert refused.status_code == 503
-        time.sleep(3)  # the program ends while the database is away; its outcome must wait
+        # The program ends while the database is away (its container is removed once it has),
+        # so its outcome must wait.
+        wait_no_containers(docker_client, task_id, within=30)
 
         postgres.start()
         result = user.wait(task_id, within=60)
@@ -284,13 +307,13 @@ def test_sweeper_requeues_tasks_whose_message_was_lost(queue_config, stack_facto
     assert status_of(user, never_published)["attempts"] == 1
 
 
-def test_first_sigterm_finishes_the_running_task(queue_config, stack_factory):
+def test_first_sigterm_finishes_the_running_task(queue_config, stack_factory, docker_client):
     stack = stack_factory(queue_config)
     stack.api()
     worker = stack.worker()
     user = ApiUser(stack.base)
     task_id = user.submit(SLOW_TASK.format(seconds=2), timeout=20)
-    wait_until_running(user, task_id)
+    wait_until_started(user, docker_client, task_id)
     worker.signal(signal.SIGTERM)
     assert worker.popen.wait(timeout=30) == 0
     result = user.wait(task_id, within=5)
@@ -306,7 +329,7 @@ def test_second_sigterm_stops_at_once_and_the_task_runs_again(
     worker = stack.worker()
     user = ApiUser(stack.base)
     task_id = user.submit(SLOW_TASK.format(seconds=4), timeout=20)
-    wait_until_running(user, task_id)
+    wait_until_started(user, docker_client, task_id)
     started = time.monotonic()
     worker.signal(signal.SIGTERM)
     time.sleep(0.2)
