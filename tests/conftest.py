@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -75,16 +76,20 @@ class RolledBackDatabase:
     statement = transaction
 
 
-@pytest.fixture
-def db(config: Config):
-    connection = psycopg2.connect(
-        config.database_url, cursor_factory=psycopg2.extras.RealDictCursor
-    )
+@contextlib.contextmanager
+def rolled_back(database_url: str) -> Iterator[RolledBackDatabase]:
+    connection = psycopg2.connect(database_url, cursor_factory=psycopg2.extras.RealDictCursor)
     try:
         yield RolledBackDatabase(connection)
     finally:
         connection.rollback()
         connection.close()
+
+
+@pytest.fixture
+def db(config: Config):
+    with rolled_back(config.database_url) as database:
+        yield database
 
 
 @pytest.fixture(scope="session")

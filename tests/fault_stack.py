@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import docker.errors
 import requests
 
 from tests.service import TEST_JWT_SECRET, ApiUser, Process, free_port, service_env, wait_for_api
@@ -56,12 +57,32 @@ def status_of(user: ApiUser, task_id: str) -> dict:
     return response.json()
 
 
-def wait_until_running(user: ApiUser, task_id: str, within: float = 30) -> None:
+def wait_until_started(user: ApiUser, docker_client, task_id: str, within: float = 30) -> None:
+    """Until the task is `running` and its program runs in the task's container.
+
+    The program counts as started once the sandbox's bootstrap has exec'd the interpreter on
+    the code file (its command line is then that file's, no longer `python3 -c ...`).
+    """
     deadline = time.monotonic() + within
-    while status_of(user, task_id)["status"] != "running":
-        assert time.monotonic() < deadline, "the task never started"
+    while not (
+        status_of(user, task_id)["status"] == "running"
+        and any(program_runs(c) for c in task_containers(docker_client, task_id))
+    ):
+        assert time.monotonic() < deadline, f"the program of task {task_id} never started"
         time.sleep(0.05)
-    time.sleep(0.5)  # let the container start its program
+
+
+def program_runs(container) -> bool:
+    if container.status != "running":
+        return False
+    try:
+        # The engine needs the pid column to match processes to the container.
+        processes = container.top(ps_args="-o pid,args")["Processes"] or []
+    except docker.errors.APIError as error:
+        if error.status_code in (404, 409):  # removed or stopped meanwhile
+            return False
+        raise
+    return any(args.endswith(" /tmp/main.py") and " -c " not in args for _, args in processes)
 
 
 def task_containers(docker_client, task_id: str) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -230,28 +231,87 @@ def test_tasks_are_private(client):
         (["print(1)"], 400),
     ],
 )
-def test_bad_task_bodies(client, body, status):
+def test_bad_task_bodies(client, db, body, status):
     token = token_for(client)
-    body = assert_error(post(client, "/task", body, headers=auth(token)), status)
-    assert "task" not in body
+    error = assert_error(post(client, "/task", body, headers=auth(token)), status)
+    assert set(error) == {"title", "description"}  # no task id or status: nothing was made
+    assert tasks_of(db, _claims(token)["sub"]) == []
+
+
+class UnreadableBody(io.RawIOBase):
+    """A request body that counts attempts to read it and fails them: it is never sent."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        self.reads += 1
+        raise OSError("the client never sent this body")
 
 
 def test_oversized_body_is_refused_before_it_is_read(client):
     token = token_for(client)
-    huge = json.dumps({"code": "x" * (8 * 1024 * 1024)})
+    # Only the header claims a gigabyte; a server that read the body (Falcon's JSON parsing, or
+    # draining it after an error) would touch the stream, which counts the attempt and fails.
+    body = UnreadableBody()
     response = client.simulate_post(
-        "/task", body=huge, headers={**auth(token), "Content-Type": "application/json"}
+        "/task",
+        headers={**auth(token), "Content-Type": "application/json"},
+        extras={"wsgi.input": body, "CONTENT_LENGTH": str(2**30)},
     )
     assert_error(response, 413)
+    assert body.reads == 0
 
 
-def test_task_options_are_kept(client):
+def test_task_options_are_kept(client, db, clock):
     token = token_for(client)
-    body = {"code": "echo hi", "language": "bash", "stdin": "x\x00y", "timeout": 60}
-    response = post(client, "/task", {**body, "memory_mb": 64}, headers=auth(token))
+    # None of these is a default (python, no stdin, 10 s, 256 MiB).
+    body = {
+        "code": "echo hi",
+        "language": "bash",
+        "stdin": "x\x00y",
+        "timeout": 60,
+        "memory_mb": 64,
+    }
+    response = post(client, "/task", body, headers=auth(token))
     assert response.status_code == 201
-    status = client.simulate_get(f"/status/{response.json['task_id']}", headers=auth(token))
+    task_id = response.json["task_id"]
+    status = client.simulate_get(f"/status/{task_id}", headers=auth(token))
     assert status.json["language"] == "bash"
+
+    # The API never shows stdin: the stored row is what the worker will run.
+    (row,) = tasks_of(db, _claims(token)["sub"])
+    assert (
+        str(row["id"]),
+        row["language"],
+        bytes(row["code"]),
+        bytes(row["stdin"]),
+        row["timeout_seconds"],
+        row["memory_mb"],
+    ) == (task_id, "bash", b"echo hi", b"x\x00y", 60, 64)
+
+    # The limits show in the result once the task has run under them.
+    store = DeliveryStore(db)
+    _, claimed = store.claim(uuid.UUID(task_id), uuid.uuid4(), clock(), 3, 10)
+    assert (claimed.stdin, claimed.timeout_seconds, claimed.memory_mb) == (b"x\x00y", 60, 64)
+    done = RunOutcome(status=TaskStatus.SUCCEEDED, exit_code=0, stdout=b"hi\n")
+    assert store.finish(claimed.id, claimed.attempt, done, clock())
+    result = client.simulate_get(f"/result/{task_id}", headers=auth(token))
+    assert result.status_code == 200
+    assert (result.json["timeout"], result.json["memory_mb"]) == (60, 64)
+
+
+def tasks_of(db, user_id: str) -> list[dict]:
+    with db.transaction() as cursor:
+        cursor.execute(
+            "SELECT id, language, code, stdin, timeout_seconds, memory_mb FROM tasks"
+            " WHERE user_id = %s",
+            (user_id,),
+        )
+        return cursor.fetchall()
 
 
 def _claims(token: str) -> dict:

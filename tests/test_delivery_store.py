@@ -1,8 +1,15 @@
-"""Claims, leases, the sweeper's query and idempotency keys, against the real database."""
+"""Claims, leases, the sweeper's query and idempotency keys, against the real database.
+
+The sweeper's query (``due_for_requeue``) looks at every task in its database. The run's shared
+database holds tasks that other modules committed (and may leave queued or running), so this
+module has a database of its own: there, within a test's rolled-back transaction, the tasks it
+sees are the test's own, and "exactly these are due" is what its assertions say.
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -14,8 +21,24 @@ from taskservice.store.delivery import MAX_RESENDS, ClaimResult, DeliveryStore
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.store.workers import WorkerRegistry
+from tests.conftest import RUN_ID, rolled_back
+from tests.service import own_database_and_queues
 
 LEASE = 10.0
+
+
+@pytest.fixture(scope="module")
+def own_database(base_config):
+    # A queue name of its own as well: the helper deletes the queues of the config it is given.
+    base = replace(base_config, queue_name=f"{base_config.queue_name}.delivery-store")
+    with own_database_and_queues(base, f"taskservice_test_{RUN_ID}_delivery") as config:
+        yield config.database_url
+
+
+@pytest.fixture
+def db(own_database):
+    with rolled_back(own_database) as database:
+        yield database
 
 
 @pytest.fixture

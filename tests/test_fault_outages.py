@@ -18,7 +18,7 @@ from taskservice.queue import Publisher
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
 from taskservice.store.migrate import migrate
-from tests.fault_stack import SLOW_TASK, status_of, wait_until_running
+from tests.fault_stack import SLOW_TASK, status_of, wait_until_started
 from tests.private_services import PrivatePostgres
 from tests.service import ApiUser, free_port
 
@@ -57,7 +57,7 @@ def wait_consuming(worker, within: float = 30) -> None:
 
 
 def test_a_database_outage_longer_than_the_lease_runs_each_task_once(
-    queue_config, stack_factory, postgres
+    queue_config, stack_factory, postgres, docker_client
 ):
     database_url = postgres.url("taskservice")
     stack = stack_factory(replace(queue_config, database_url=database_url))
@@ -76,7 +76,7 @@ def test_a_database_outage_longer_than_the_lease_runs_each_task_once(
     user = ApiUser(stack.base)
     task_ids = [user.submit(SLOW_TASK.format(seconds=15), timeout=40) for _ in range(4)]
     for task_id in task_ids:
-        wait_until_running(user, task_id)
+        wait_until_started(user, docker_client, task_id)
     assert len(holders(database_url, task_ids)) == 2  # both workers hold tasks
 
     postgres.stop()

@@ -24,7 +24,7 @@ from tests.fault_stack import (
     status_of,
     task_containers,
     wait_no_containers,
-    wait_until_running,
+    wait_until_started,
 )
 from tests.private_services import PrivatePostgres
 from tests.service import ApiUser
@@ -36,7 +36,7 @@ def test_worker_killed_mid_task_runs_again_once(queue_config, stack_factory, doc
     doomed = stack.worker()
     user = ApiUser(stack.base)
     task_id = user.submit(SLOW_TASK.format(seconds=3), timeout=20)
-    wait_until_running(user, task_id)
+    wait_until_started(user, docker_client, task_id)
     assert len(task_containers(docker_client, task_id)) == 1
     doomed.kill()
 
@@ -48,7 +48,7 @@ def test_worker_killed_mid_task_runs_again_once(queue_config, stack_factory, doc
     wait_no_containers(docker_client, task_id)
 
 
-def test_broker_outage(queue_config, stack_factory, rabbit):
+def test_broker_outage(queue_config, stack_factory, rabbit, docker_client):
     stack = stack_factory(replace(queue_config, amqp_url=rabbit.url), WORKER_CONCURRENCY="3")
     stack.api()
     worker = stack.worker()
@@ -90,7 +90,7 @@ def test_broker_outage(queue_config, stack_factory, rabbit):
     # the worker keeps taking tasks afterwards (more of them than its prefetch).
     busy = [user.submit(SLOW_TASK.format(seconds=8), timeout=20) for _ in range(3)]
     for task_id in busy:  # every prefetch slot holds a running task
-        wait_until_running(user, task_id)
+        wait_until_started(user, docker_client, task_id)
     rabbit.restart()
     for task_id in busy:
         assert user.wait(task_id, within=90)["stdout"] == "start\ndone\n"
@@ -100,7 +100,7 @@ def test_broker_outage(queue_config, stack_factory, rabbit):
         assert user.wait(task_id, within=60)["stdout"] == f"later {n}\n"
 
 
-def test_database_restart(queue_config, stack_factory):
+def test_database_restart(queue_config, stack_factory, docker_client):
     postgres = PrivatePostgres()
     try:
         postgres.start()
@@ -115,7 +115,7 @@ def test_database_restart(queue_config, stack_factory):
         stack.worker()
         user = ApiUser(stack.base)
         task_id = user.submit(SLOW_TASK.format(seconds=2), timeout=20)
-        wait_until_running(user, task_id)
+        wait_until_started(user, docker_client, task_id)
 
         postgres.stop()
         gone = requests.get(f"{stack.base}/status/{task_id}", headers=user.headers, timeout=30)
@@ -125,7 +125,9 @@ def test_database_restart(queue_config, stack_factory):
             f"{stack.base}/task", json={"code": "1"}, headers=user.headers, timeout=30
         )
         assert refused.status_code == 503
-        time.sleep(3)  # the program ends while the database is away; its outcome must wait
+        # The program ends while the database is away (its container is removed once it has),
+        # so its outcome must wait.
+        wait_no_containers(docker_client, task_id, within=30)
 
         postgres.start()
         result = user.wait(task_id, within=60)
@@ -201,13 +203,13 @@ def test_sweeper_requeues_tasks_whose_message_was_lost(queue_config, stack_facto
     assert status_of(user, never_published)["attempts"] == 1
 
 
-def test_first_sigterm_finishes_the_running_task(queue_config, stack_factory):
+def test_first_sigterm_finishes_the_running_task(queue_config, stack_factory, docker_client):
     stack = stack_factory(queue_config)
     stack.api()
     worker = stack.worker()
     user = ApiUser(stack.base)
     task_id = user.submit(SLOW_TASK.format(seconds=2), timeout=20)
-    wait_until_running(user, task_id)
+    wait_until_started(user, docker_client, task_id)
     worker.signal(signal.SIGTERM)
     assert worker.popen.wait(timeout=30) == 0
     result = user.wait(task_id, within=5)
@@ -223,7 +225,7 @@ def test_second_sigterm_stops_at_once_and_the_task_runs_again(
     worker = stack.worker()
     user = ApiUser(stack.base)
     task_id = user.submit(SLOW_TASK.format(seconds=4), timeout=20)
-    wait_until_running(user, task_id)
+    wait_until_started(user, docker_client, task_id)
     started = time.monotonic()
     worker.signal(signal.SIGTERM)
     time.sleep(0.2)

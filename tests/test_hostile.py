@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import docker.errors
 import pytest
@@ -41,7 +42,14 @@ WORKER_GROWTH_BOUND_BYTES = 8 * 2**20
 CANARY = "import os\nprint(sorted(os.listdir('/tmp')), os.getuid(), len(bytearray(32 * 2**20)))"
 CANARY_STDOUT = "['main.py'] 65534 33554432\n"
 
-submitted_task_ids: list[str] = []
+# The variables the sandbox itself sets (DockerSandbox's environment, and the engine's HOSTNAME
+# from the container's hostname); every other variable in there comes from the image.
+SANDBOX_ENVIRONMENT = {
+    "HOME": "/tmp",
+    "HOSTNAME": "sandbox",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
 
 
 @dataclass
@@ -50,6 +58,19 @@ class Service:
     worker: Process
     worker_rss_after_warm_up: int
     orphan_id: str
+
+
+class RecordingUser(ApiUser):
+    """An ApiUser that notes the id of every task it submits, for the check after the suite."""
+
+    def __init__(self, base: str, submitted: list[str]):
+        super().__init__(base)
+        self._submitted = submitted
+
+    def submit(self, code: str, **options) -> str:
+        task_id = super().submit(code, **options)
+        self._submitted.append(task_id)
+        return task_id
 
 
 def rss_bytes(pid: int) -> int:
@@ -82,7 +103,13 @@ def orphan(docker_client, config):
 
 
 @pytest.fixture(scope="module")
-def service(config, tmp_path_factory, orphan):
+def submitted_task_ids() -> list[str]:
+    """Every task this module's run submitted (the selected tests' and the warm-up's)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def service(config, tmp_path_factory, orphan, submitted_task_ids):
     with running_service(
         config,
         TEST_JWT_SECRET,
@@ -90,22 +117,22 @@ def service(config, tmp_path_factory, orphan):
         QUEUE_NAME=f"{config.queue_name}.hostile",
         MAX_OUTPUT_BYTES=str(OUTPUT_CAP),
         WORKER_CONCURRENCY="1",  # every "next task" runs on the same worker thread
+        # Named explicitly (it is the default) so that the environment test has it to look for.
+        DOCKER_HOST=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
     ) as (base, _api, worker):
-        warm_up = ApiUser(base)
+        warm_up = RecordingUser(base, submitted_task_ids)
         for _ in range(3):
             assert run(warm_up, CANARY)["stdout"] == CANARY_STDOUT
         yield Service(base, worker, rss_bytes(worker.pid), orphan.id)
 
 
 @pytest.fixture(scope="module")
-def user(service) -> ApiUser:
-    return ApiUser(service.base)
+def user(service, submitted_task_ids) -> ApiUser:
+    return RecordingUser(service.base, submitted_task_ids)
 
 
 def run(user: ApiUser, code: str, **options) -> dict:
-    task_id = user.submit(code, **options)
-    submitted_task_ids.append(task_id)
-    return user.wait(task_id)
+    return user.wait(user.submit(code, **options))
 
 
 def assert_next_task_runs_normally(user: ApiUser) -> None:
@@ -423,12 +450,12 @@ def test_symlinks_planted_in_tmp_change_nothing_outside(user, tmp_path):
 # --- secrets --------------------------------------------------------------------------------
 
 
-def test_environment_holds_no_secrets(user, service, config):
+def test_environment_holds_no_secrets(user, service, config, docker_client):
     code = (
         "import json, os\n"
         "print(json.dumps(dict(os.environ)))\n"
-        "print(sorted(e.split(b'=')[0].decode()"
-        " for e in open('/proc/1/environ', 'rb').read().split(b'\\0') if e))\n"
+        "init = open('/proc/1/environ', 'rb').read().decode().split('\\0')\n"
+        "print(json.dumps(dict(e.split('=', 1) for e in init if e)))\n"
         "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
         "    for name in ('environ', 'cmdline'):\n"
         "        try:\n"
@@ -439,19 +466,56 @@ def test_environment_holds_no_secrets(user, service, config):
     result = run(user, code)
     assert result["status"] == "succeeded", result
     own, init, *dump = result["stdout"].splitlines()
-    own = json.loads(own)
-    allowed = ["HOME", "HOSTNAME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE"]
-    assert (sorted(own), init) == (allowed, str(allowed))
-    assert (own["HOME"], own["LANG"], own["PYTHONDONTWRITEBYTECODE"]) == ("/tmp", "C.UTF-8", "1")
-    # No value of the worker's own environment (its database URL, broker URL, JWT secret...)
-    # reached any process in the sandbox.
-    worker_environment = Path(f"/proc/{service.worker.pid}/environ").read_bytes().split(b"\0")
-    values = {entry.partition(b"=")[2].decode(errors="replace") for entry in worker_environment}
-    secrets = {v for v in values if len(v) >= 8} - set(own.values())
-    assert {TEST_JWT_SECRET, config.database_url, config.amqp_url} <= secrets
-    dump_text = "\n".join(dump)
+    # The program's and docker-init's (PID 1) environments.
+    environments = {"program": json.loads(own), "init": json.loads(init)}
     assert len(dump) >= 4  # the environ and cmdline of docker-init and of the program at least
-    assert {v for v in secrets if v in dump_text} == set()
+
+    worker = dict(
+        entry.split("=", 1)
+        for entry in Path(f"/proc/{service.worker.pid}/environ").read_text().split("\0")
+        if "=" in entry
+    )
+    # The worker does hold what must not reach the sandbox.
+    assert worker["JWT_SECRET"] == TEST_JWT_SECRET
+    assert (worker["DATABASE_URL"], worker["AMQP_URL"]) == (config.database_url, config.amqp_url)
+    assert worker["DOCKER_HOST"].startswith("unix://")
+    # What the image defines is the image's (PATH, LANG, a pulled python image's GPG_KEY,
+    # PYTHON_VERSION...), whether or not the worker has the same value.
+    image = docker_client.images.get(config.sandbox_image).attrs["Config"].get("Env") or []
+    image_environment = dict(entry.split("=", 1) for entry in image)
+    for where, environment in environments.items():
+        assert {name: environment.get(name) for name in SANDBOX_ENVIRONMENT} == (
+            SANDBOX_ENVIRONMENT
+        ), where
+        # No variable of the worker's that neither the image nor the sandbox sets...
+        foreign = set(environment) - set(image_environment) - set(SANDBOX_ENVIRONMENT)
+        assert foreign & set(worker) == set(), where
+        # ...and none with the worker's value unless the image's value is the same.
+        inherited = {
+            name
+            for name, value in worker.items()
+            if environment.get(name) == value and image_environment.get(name) != value
+        }
+        assert inherited <= set(SANDBOX_ENVIRONMENT), where
+
+    # No secret anywhere the program can read: its environment, docker-init's, nor any
+    # process's environ or command line. Each worker value of some length counts as one too,
+    # unless it is part of what the image or the sandbox sets (say SSL_CERT_DIR=/etc/ssl/certs
+    # beside an image's PIP_CERT=/etc/ssl/certs/ca-certificates.crt).
+    everything = result["stdout"]
+    secrets = {TEST_JWT_SECRET, config.database_url, config.amqp_url}
+    secrets |= {
+        password
+        for url in (config.database_url, config.amqp_url)
+        if (password := urlsplit(url).password) and len(password) >= 8
+    }
+    set_here = [*image_environment.values(), *SANDBOX_ENVIRONMENT.values()]
+    secrets |= {
+        value
+        for value in worker.values()
+        if len(value) >= 8 and not any(value in known for known in set_here)
+    }
+    assert {secret for secret in secrets if secret in everything} == set()
     assert_next_task_runs_normally(user)
 
 
@@ -550,12 +614,15 @@ def test_an_orphaned_sandbox_is_removed_by_the_worker(service, docker_client, co
     raise AssertionError("the worker left an expired sandbox running")
 
 
-def test_no_container_of_the_suite_is_left(service, docker_client):
-    assert len(submitted_task_ids) > 20
+def test_no_container_of_the_suite_is_left(service, docker_client, submitted_task_ids):
+    # The tasks of this run, whichever tests were selected: the warm-up's three at least.
+    assert len(submitted_task_ids) >= 3
     sandboxes = docker_client.containers.list(
         all=True, filters={"label": f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}"}
     )
-    left = [c for c in sandboxes if c.labels.get(TASK_LABEL) in set(submitted_task_ids)]
+    left = [
+        c.labels[TASK_LABEL] for c in sandboxes if c.labels.get(TASK_LABEL) in submitted_task_ids
+    ]
     assert left == []
 
 

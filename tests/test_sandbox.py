@@ -8,6 +8,8 @@ import re
 import subprocess
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import docker.errors
 import pytest
@@ -42,6 +44,65 @@ def run(sandbox, config):
         )
 
     return run
+
+
+def start(pool, sandbox, config, code: str, timeout=5, memory_mb=128):
+    """Run ``code`` on a thread of ``pool``; return its task id and the future outcome."""
+    task_id = f"{RUN_LABEL}-{uuid.uuid4().hex[:8]}"
+    job = SandboxJob(task_id, config.languages["python"], code.encode(), b"", timeout, memory_mb)
+    return task_id, pool.submit(sandbox.run, job)
+
+
+def running_container(docker_client, task_id: str, within: float = 30):
+    deadline = time.monotonic() + within
+    while True:
+        listed = docker_client.containers.list(
+            filters={"label": f"{TASK_LABEL}={task_id}", "status": "running"}
+        )
+        if listed:
+            return listed[0]
+        assert time.monotonic() < deadline, f"no running container of {task_id}"
+        time.sleep(0.05)
+
+
+class Watched:
+    """A second attach to a running container: what the engine relays of its output."""
+
+    def __init__(self, container):
+        self.output = {1: b"", 2: b""}
+        self._changed = threading.Condition()
+        stream = container.attach(stdout=True, stderr=True, stream=True, demux=True)
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for stdout, stderr in stream:
+            with self._changed:
+                self.output[1] += stdout or b""
+                self.output[2] += stderr or b""
+                self._changed.notify_all()
+
+    def wait_for(self, stream: int, data: bytes, within: float = 30) -> None:
+        with self._changed:
+            seen = self._changed.wait_for(lambda: data in self.output[stream], within)
+        assert seen, f"{data!r} never came on stream {stream}: {self.output}"
+
+
+def wait_for_memory_samples(docker_client, container, at_least: int, samples=2, within=30):
+    """Wait until the engine has published ``samples`` stats of ``container`` at ``at_least``.
+
+    The engine answers a stats request at its own collection tick (once a second on Docker
+    20.10), and the sandbox's sampler asks again within 0.1 s of each answer: of two ticks with
+    the memory held, the sampler was waiting for at least one.
+    """
+    deadline = time.monotonic() + within
+    seen = set()
+    while len(seen) < samples:
+        assert time.monotonic() < deadline, f"only {len(seen)} samples at {at_least} bytes"
+        stats = docker_client.api.stats(container.id, stream=False, one_shot=True)
+        memory = stats.get("memory_stats") or {}
+        assert memory, "the container stopped before the engine sampled it"
+        if memory.get("usage", 0) >= at_least:
+            seen.add(stats["read"])
 
 
 def test_prints(run):
@@ -79,19 +140,35 @@ def test_wall_clock_timeout_kills(run):
     assert outcome.duration_ms < 10_000
 
 
-def test_output_is_capped_and_flagged(run):
-    # The engine relays stdout and stderr independently; the pause lets the stderr bytes
-    # through before stdout floods to the cap and the program is killed (what is still in
-    # flight at the kill is not waited for).
-    outcome = run(
-        "import sys, time\nsys.stderr.write('e'*10)\nsys.stderr.flush()\ntime.sleep(0.5)\n"
-        "while True: print('x'*1000)"
+def test_output_is_capped_and_flagged(sandbox, config, docker_client):
+    # The engine relays stdout and stderr independently, so the program writes its stderr
+    # bytes and floods stdout only once the test, attached too, has seen the engine relay them.
+    # It writes "ready" until then so that the test knows its attach is in place first.
+    code = (
+        "import signal, sys\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})\n"
+        "while signal.sigtimedwait({signal.SIGUSR1}, 0.05) is None:\n"
+        "    print('ready', flush=True)\n"
+        "sys.stderr.write('e' * 10)\n"
+        "sys.stderr.flush()\n"
+        "signal.sigwait({signal.SIGUSR2})\n"
+        "while True: print('x' * 1000)\n"
     )
+    with ThreadPoolExecutor(1) as pool:
+        task_id, outcome = start(pool, sandbox, config, code, timeout=30)
+        container = running_container(docker_client, task_id)
+        watched = Watched(container)
+        watched.wait_for(1, b"ready\n")
+        container.kill(signal="SIGUSR1")
+        watched.wait_for(2, b"e" * 10)
+        container.kill(signal="SIGUSR2")
+        outcome = outcome.result()
     assert outcome.status is TaskStatus.FAILED
     assert outcome.stdout_truncated and not outcome.stderr_truncated
     assert len(outcome.stdout) == 64 * 1024
+    assert re.fullmatch(rb"(ready\n)+(x{1000}\n)*x*", outcome.stdout)  # cut at the cap
     assert outcome.stderr == b"e" * 10
-    assert "more than 65536 bytes" in outcome.error
+    assert "more than 65536 bytes to stdout" in outcome.error
 
 
 def test_memory_limit(run):
@@ -135,23 +212,38 @@ def test_missing_image_is_a_clear_failure(docker_client, config):
         sandbox.run(job)
 
 
-def test_memory_peak_is_sampled_while_the_program_runs(run):
-    # Held for 1.5 s: longer than the engine's stats interval (1 s on Docker 20.10), so at
-    # least one sample falls while the 100 MiB are in use.
-    outcome = run(
-        "import time\nheld = bytearray(100 * 2**20)\ntime.sleep(1.5)\nprint(len(held))",
-        memory_mb=256,
+def test_memory_peak_is_sampled_while_the_program_runs(sandbox, config, docker_client):
+    # The program holds its 100 MiB until the engine has sampled them, then exits.
+    code = (
+        "import signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
+        "held = bytearray(100 * 2**20)\n"
+        "signal.sigwait({signal.SIGUSR1})\n"
+        "print(len(held))\n"
     )
+    with ThreadPoolExecutor(1) as pool:
+        task_id, outcome = start(pool, sandbox, config, code, timeout=30, memory_mb=256)
+        container = running_container(docker_client, task_id)
+        wait_for_memory_samples(docker_client, container, 100 * 2**20)
+        container.kill(signal="SIGUSR1")
+        outcome = outcome.result()
     assert outcome.status is TaskStatus.SUCCEEDED, outcome.stderr
+    assert outcome.stdout == b"104857600\n"
+    assert outcome.memory_peak_bytes is not None, "no sample was taken"
     assert 100 * 2**20 <= outcome.memory_peak_bytes <= 256 * 2**20
 
 
-def test_memory_peak_of_a_program_killed_at_its_deadline(run):
-    # 4 s leave room for more than one sample after the allocation, even on a busy machine.
-    outcome = run(
-        "import time\nheld = bytearray(50 * 2**20)\ntime.sleep(60)", timeout=4, memory_mb=128
-    )
+def test_memory_peak_of_a_program_killed_at_its_deadline(sandbox, config, docker_client):
+    # A deadline cannot wait for an event; the test checks instead that the engine sampled the
+    # held 50 MiB before it, and 8 s leave room for that on a busy machine.
+    code = "import time\nheld = bytearray(50 * 2**20)\ntime.sleep(600)\n"
+    with ThreadPoolExecutor(1) as pool:
+        task_id, outcome = start(pool, sandbox, config, code, timeout=8, memory_mb=128)
+        container = running_container(docker_client, task_id)
+        wait_for_memory_samples(docker_client, container, 50 * 2**20)
+        outcome = outcome.result()
     assert outcome.status is TaskStatus.TIMED_OUT
+    assert outcome.memory_peak_bytes is not None, "no sample was taken"
     assert 50 * 2**20 <= outcome.memory_peak_bytes <= 128 * 2**20
 
 
@@ -232,6 +324,7 @@ def test_version_probe_reports_what_the_image_runs(sandbox, docker_client, confi
         assert re.fullmatch(r"\d+\.\d+(\.\d+)?", probed), probed
 
 
+@pytest.mark.runsc  # changes the host's dockerd: run by `make test-runsc` only
 def test_runsc_runs_a_task_when_registered(docker_client, config):
     # The script installs Debian's runsc and registers it with the running dockerd (a reload,
     # not a restart); after it, a task runs under gVisor's own kernel, not the host's.
