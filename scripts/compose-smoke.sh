@@ -179,6 +179,12 @@ result=$(curl -fsS "$base/result/$TASK_ID" -H "Authorization: Bearer $TOKEN")
 [[ $status == succeeded && $(json_field stdout <<<"$result") == 42 ]] ||
   die "task $TASK_ID: expected status succeeded and stdout 42, got: $result"
 ok "register, login, task $TASK_ID printed 42"
+# Redis is optional to the service, so a stack that never reached it would pass every check
+# above: the task's states must have gone through its status cache.
+cached=$(docker exec "$redis_id" redis-cli dbsize)
+[[ $cached =~ ^[0-9]+$ ]] && ((cached > 0)) ||
+  die "Redis holds no keys after task $TASK_ID ran: the api and the worker do not use it (dbsize: $cached)"
+ok "the status cache is in use: Redis holds $cached keys after the task"
 
 # A task near the largest body nginx must let through (1 MiB of stdin, the default limit).
 big_task=$(python3 -c 'import json; print(json.dumps({"code": "import sys; print(len(sys.stdin.buffer.read()))", "stdin": "x" * 1048576}))' |
