@@ -3,11 +3,12 @@
 #
 # Runs README's quick start ("Deploy with Docker Compose") on a copy of .env.example of its
 # own, with `up --build -d` under a project name of its own and nginx on a free loopback port;
-# waits for every service to be healthy; runs README's curl walk-through through nginx; checks
-# that the worker, in its container, ran the task in a sibling sandbox container that it asked
-# for through the socket proxy, and that the proxy refuses what the worker does not need; checks
-# that the image has no pip, and that the API refuses the placeholder JWT secret; then removes
-# the stack with its volumes.
+# waits for every service to be healthy; checks that the api and the worker reach Redis at their
+# REDIS_URL and that Redis keeps nothing on disk; runs README's curl walk-through through nginx;
+# checks that the worker, in its container, ran the task in a sibling sandbox container that it
+# asked for through the socket proxy, and that the proxy refuses what the worker does not need;
+# checks that the image has no pip, and that the API refuses the placeholder JWT secret; then
+# removes the stack with its volumes.
 #
 # Images the compose file pulls come from scripts/compose-standins.sh (the local ones, a pull,
 # or Debian stand-ins) and are kept, as is the app image it builds, so a second run is quick.
@@ -77,7 +78,7 @@ finish() {
   trap - EXIT INT TERM
   if [[ -z $passed ]]; then
     log "FAILED; service states and recent logs follow"
-    for service in postgres rabbitmq migrate api worker docker-socket-proxy nginx; do
+    for service in postgres rabbitmq redis migrate api worker docker-socket-proxy nginx; do
       printf '  %-20s %s\n' "$service" "$(state_of "$service" 2>/dev/null || echo '?')" >&2
     done
     "${compose[@]}" logs --no-color --tail=40 >&2 2>/dev/null || true
@@ -110,7 +111,7 @@ log "waiting up to ${wait_secs}s for the services to be healthy"
 deadline=$((SECONDS + wait_secs))
 while :; do
   pending=()
-  for service in postgres rabbitmq api worker nginx; do
+  for service in postgres rabbitmq redis api worker nginx; do
     [[ $(state_of "$service") == healthy ]] || pending+=("$service=$(state_of "$service")")
   done
   [[ $(state_of migrate) == exited/0 ]] || pending+=("migrate=$(state_of migrate)")
@@ -120,6 +121,30 @@ while :; do
 done
 healthy=$SECONDS
 ok "every service healthy, migrate exited 0, after $((healthy - prepared))s"
+
+# --- Redis: reached by the api and the worker at their REDIS_URL; a cache, nothing on disk --
+redis_ping='
+import os, socket, sys
+from urllib.parse import urlsplit
+url = os.environ["REDIS_URL"]
+u = urlsplit(url)
+with socket.create_connection((u.hostname, u.port or 6379), 2) as sock:
+    sock.sendall(b"PING\r\n")
+    reply = sock.makefile("rb").readline().strip().decode()
+print(url, reply)
+sys.exit(url != "redis://redis:6379/0" or reply != "+PONG")
+'
+for service in api worker; do
+  docker exec "$(container_of "$service")" python3 -c "$redis_ping" >"$work/redis-$service.log" 2>&1 ||
+    { cat "$work/redis-$service.log" >&2; die "the $service container does not reach Redis at redis://redis:6379/0"; }
+done
+ok "the api and the worker reach Redis at their REDIS_URL: $(cat "$work/redis-api.log")"
+redis_id=$(container_of redis)
+redis_config=$(docker exec "$redis_id" redis-cli config get save && docker exec "$redis_id" redis-cli config get appendonly)
+[[ $redis_config == $'save\n\nappendonly\nno' ]] ||
+  die "Redis keeps data on disk; expected save '' and appendonly no, got: ${redis_config//$'\n'/ }"
+[[ -z $(docker port "$redis_id") ]] || die "Redis publishes a port: $(docker port "$redis_id")"
+ok "Redis keeps nothing on disk (no snapshots, no append-only file) and publishes no port"
 
 # --- README's curl walk-through, through nginx ---------------------------------------------
 json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
@@ -154,6 +179,12 @@ result=$(curl -fsS "$base/result/$TASK_ID" -H "Authorization: Bearer $TOKEN")
 [[ $status == succeeded && $(json_field stdout <<<"$result") == 42 ]] ||
   die "task $TASK_ID: expected status succeeded and stdout 42, got: $result"
 ok "register, login, task $TASK_ID printed 42"
+# Redis is optional to the service, so a stack that never reached it would pass every check
+# above: the task's states must have gone through its status cache.
+cached=$(docker exec "$redis_id" redis-cli dbsize)
+[[ $cached =~ ^[0-9]+$ ]] && ((cached > 0)) ||
+  die "Redis holds no keys after task $TASK_ID ran: the api and the worker do not use it (dbsize: $cached)"
+ok "the status cache is in use: Redis holds $cached keys after the task"
 
 # A task near the largest body nginx must let through (1 MiB of stdin, the default limit).
 big_task=$(python3 -c 'import json; print(json.dumps({"code": "import sys; print(len(sys.stdin.buffer.read()))", "stdin": "x" * 1048576}))' |

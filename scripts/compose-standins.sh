@@ -40,6 +40,7 @@ declare -A recipe=(
   [python:3.12-slim]=python
   [postgres:16]=postgres
   [rabbitmq:3]=rabbitmq
+  [redis:7-alpine]=redis
   [nginx:1.27]=nginx
   [haproxy:2.8]=haproxy
 )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL and RabbitMQ answer at DATABASE_URL and AMQP_URL, and that
-# the database exists.
+# Make sure PostgreSQL, RabbitMQ and Redis answer at DATABASE_URL, AMQP_URL and
+# REDIS_URL, and that the database exists.
 #
 # Local services (127.0.0.1 / localhost) that are down get started, and installed
 # from Debian first when missing. Remote services are only checked. Nothing that
@@ -9,6 +9,7 @@
 # Environment:
 #   DATABASE_URL       default postgresql://127.0.0.1:5432/taskservice
 #   AMQP_URL           default amqp://guest:guest@127.0.0.1:5672/%2F
+#   REDIS_URL          default redis://127.0.0.1:6379/0
 #   SERVICES_WAIT      seconds to wait for a started service (default 60)
 #   PG_TRUST_LOOPBACK  1: if the URL's user cannot log in to a local server, let
 #                      loopback connections in without a password (dev/CI only)
@@ -20,6 +21,7 @@ die() { printf '%s: error: %s\n' "$me" "$*" >&2; exit 1; }
 
 database_url=${DATABASE_URL:-postgresql://127.0.0.1:5432/taskservice}
 amqp_url=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}
+redis_url=${REDIS_URL:-redis://127.0.0.1:6379/0}
 wait_secs=${SERVICES_WAIT:-60}
 
 command -v python3 >/dev/null || die "python3 is required to parse the service URLs; install it"
@@ -209,4 +211,144 @@ elif is_local "$mq_host"; then
     die "RabbitMQ does not answer at $mq_host:$mq_port after ${wait_secs}s; see /var/log/rabbitmq/"
 else
   die "RabbitMQ does not answer at $mq_host:$mq_port; start it or fix AMQP_URL"
+fi
+
+# --- Redis ------------------------------------------------------------------
+
+# PING the server at REDIS_URL (AUTH first when the URL has a password), with neither a
+# client library nor redis-cli, which a machine that only uses a remote Redis may lack.
+# Exit status: 0 PONG; 1 nothing answers; 2 an answer that waiting will not change (a wrong
+# password, not Redis); 3 one that it may (still loading). The reason goes to stdout.
+redis_ping() {
+  python3 - "$redis_url" <<'EOF'
+import socket, ssl, sys
+from urllib.parse import parse_qs, unquote, urlsplit
+
+url = sys.argv[1]
+where = url
+try:
+    u = urlsplit(url)
+    if u.scheme == "unix":
+        where = u.path
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(3)
+        sock.connect(u.path)
+    elif u.scheme in ("redis", "rediss"):
+        host, port = u.hostname or "127.0.0.1", u.port or 6379
+        where = f"{host}:{port}"
+        sock = socket.create_connection((host, port), timeout=3)
+        if u.scheme == "rediss":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+    else:
+        print(f"REDIS_URL has the scheme {u.scheme!r}; expected redis://, rediss:// or unix://")
+        sys.exit(2)
+except ValueError as exc:
+    print(f"bad REDIS_URL {url!r}: {exc}")
+    sys.exit(2)
+except ssl.SSLError as exc:
+    print(f"TLS with {where} failed: {exc}")
+    sys.exit(2)
+except OSError as exc:
+    print(f"cannot connect to {where}: {exc}")
+    sys.exit(1)
+replies = sock.makefile("rb")
+
+
+def command(*args: str) -> str:
+    request = b"*%d\r\n" % len(args)
+    for arg in args:
+        data = arg.encode()
+        request += b"$%d\r\n%s\r\n" % (len(data), data)
+    sock.sendall(request)
+    return replies.readline().decode(errors="replace").strip()
+
+
+try:
+    password = unquote(u.password or "") or parse_qs(u.query).get("password", [""])[0]
+    if password:
+        user = unquote(u.username or "")
+        reply = command("AUTH", user, password) if user else command("AUTH", password)
+        if not reply.startswith("+"):
+            print(f"Redis at {where} refused the credentials in REDIS_URL: {reply[:200]}")
+            sys.exit(2)
+    reply = command("PING")
+except OSError as exc:
+    print(f"{where} dropped the connection: {exc}")
+    sys.exit(1)
+if reply == "+PONG":
+    sys.exit(0)
+if reply.startswith(("-LOADING", "-BUSY")):
+    print(f"Redis at {where} is not ready: {reply[:200]}")
+    sys.exit(3)
+if reply.startswith("-NOAUTH"):
+    print(f"Redis at {where} wants a password; put it in REDIS_URL (redis://:PASSWORD@HOST:PORT/0)")
+    sys.exit(2)
+print(f"{where} answers, but not as Redis answers PING: {reply[:200] or 'nothing'}")
+sys.exit(2)
+EOF
+}
+
+# Wait until PING answers PONG; die at once on an answer that waiting will not change.
+wait_for_redis() { # hint for the message when it does not answer in time
+  local deadline=$((SECONDS + wait_secs)) reason status
+  while :; do
+    status=0
+    reason=$(redis_ping) || status=$?
+    case $status in
+      0) log "Redis answers PING at $redis_where"; return 0 ;;
+      2) die "$reason" ;;
+    esac
+    ((SECONDS < deadline)) || die "Redis does not answer PING at $redis_where after ${wait_secs}s ($reason); $1"
+    sleep 1
+  done
+}
+
+if [[ $redis_url == unix:* ]]; then
+  redis_where=${redis_url#unix://}
+  redis_where=${redis_where%%\?*}
+  redis_host=
+else
+  read -r redis_host redis_port _ _ <<<"$(parse_url "$redis_url" 6379)"
+  [[ $redis_host == - ]] && redis_host=127.0.0.1
+  redis_where=$redis_host:$redis_port
+fi
+
+# Redis only caches here, so the server started here keeps nothing on disk (no snapshots, no
+# append-only file), listens on the loopback only ("-::1": IPv6 where the machine has it) and
+# runs as the redis user. Under systemd, Debian's own unit serves its port (6379, from
+# /etc/redis/redis.conf).
+start_redis() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  # The package may have started its own server.
+  can_connect "$redis_host" "$redis_port" && return 0
+  is_root || die "Redis is not running at $redis_where and only root can start it; run: sudo $0"
+  if has_systemd && [[ $redis_port == 6379 ]] && systemctl cat redis-server >/dev/null 2>&1; then
+    log "starting Redis (systemd unit redis-server)"
+    systemctl start redis-server || die "could not start Redis; see: journalctl -u redis-server"
+    return 0
+  fi
+  local as=() log_file=/var/log/redis/redis-server-$redis_port.log
+  mkdir -p /var/log/redis /var/lib/redis /run/redis
+  if id -u redis >/dev/null 2>&1; then
+    chown redis /var/log/redis /run/redis
+    [[ ! -e $log_file ]] || chown redis "$log_file"
+    as=(runuser -u redis --)
+  fi
+  log "starting redis-server on port $redis_port (loopback, no persistence; log: $log_file)"
+  "${as[@]}" redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$redis_port" \
+    --save "" --appendonly no --dir /var/lib/redis --logfile "$log_file" \
+    --pidfile "/run/redis/redis-server-$redis_port.pid" ||
+    die "could not start redis-server on port $redis_port; see $log_file"
+}
+
+if [[ -z $redis_host ]]; then
+  # A Unix socket: someone else's server, only checked.
+  wait_for_redis "start it or fix REDIS_URL"
+elif can_connect "$redis_host" "$redis_port"; then
+  wait_for_redis "is that port Redis's? check REDIS_URL"
+elif is_local "$redis_host"; then
+  start_redis
+  wait_for_redis "see /var/log/redis/"
+else
+  die "Redis does not answer at $redis_where; start it or fix REDIS_URL"
 fi

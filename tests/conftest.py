@@ -25,7 +25,7 @@ from taskservice.auth import PasswordHasher
 from taskservice.config import Config, load_config
 from taskservice.queue import Publisher
 from tests.fault_stack import Stack
-from tests.private_services import PrivateRabbitMQ
+from tests.private_services import PrivateRabbitMQ, PrivateRedis
 from tests.service import TEST_JWT_SECRET, own_database_and_queues
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -140,6 +140,21 @@ def rabbit():
     broker.start()
     yield broker
     broker.remove()
+
+
+@pytest.fixture
+def redis_server(request):
+    """A redis-server of the test's own, which it may stop, restart, flush and fill.
+
+    Its options come from indirect parametrization, e.g. a Redis that fills up:
+    ``@pytest.mark.parametrize("redis_server", [{"maxmemory": "1mb"}], indirect=True)``.
+    """
+    server = PrivateRedis(**getattr(request, "param", {}))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture

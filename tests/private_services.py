@@ -1,4 +1,4 @@
-"""Private RabbitMQ and PostgreSQL servers that a test may stop, kill and restart at will.
+"""Private RabbitMQ, PostgreSQL and Redis servers that a test may stop, kill and restart at will.
 
 The machine's shared servers are never touched: each fault test gets its own server on its own
 port and data directory, removed afterwards.
@@ -6,6 +6,7 @@ port and data directory, removed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -137,4 +138,99 @@ class PrivatePostgres:
             check=False,
             capture_output=True,
         )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A redis-server of its own on a free port of the loopback, keeping nothing on disk.
+
+    ``maxmemory`` (redis units: "2mb", "512kb", ...) and ``policy`` (maxmemory-policy) make a
+    small Redis that fills up: with "noeviction", writes past the limit fail with OOM. An empty
+    Redis 7.0 takes about 1 MB itself, so "1mb" is full after a few small writes and stays full
+    after a FLUSHALL; "2mb" leaves about 1 MB to fill.
+    The helper speaks RESP over a plain socket, so that it works whatever the client library.
+    """
+
+    def __init__(self, maxmemory: str | None = None, policy: str = "noeviction") -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="taskservice-redis-"))
+        self.maxmemory = maxmemory
+        self.policy = policy
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "redis.log"
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def command(self, *args: str) -> str:
+        """One command; its reply's first line (+OK, -ERR ..., :1), enough for the helper."""
+        request = b"*%d\r\n" % len(args)
+        for arg in args:
+            data = arg.encode()
+            request += b"$%d\r\n%s\r\n" % (len(data), data)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(request)
+            with sock.makefile("rb") as replies:
+                return replies.readline().decode(errors="replace").strip()
+
+    def start(self) -> None:
+        assert self._process is None or self._process.poll() is not None, "already running"
+        options = [
+            *("--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no"),
+            *("--dir", str(self.dir), "--logfile", str(self.log_file)),
+        ]
+        if self.maxmemory is not None:
+            options += ["--maxmemory", self.maxmemory, "--maxmemory-policy", self.policy]
+        self._process = subprocess.Popen(
+            ["redis-server", *options],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self._process.poll() is not None:
+                raise AssertionError(f"redis-server exited at start:\n{self.log()[-2000:]}")
+            try:
+                if self.command("PING") == "+PONG":
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"redis-server did not answer PING:\n{self.log()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE, then wait until the port is closed; a no-op when it is not running."""
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        if process.poll() is None:
+            with contextlib.suppress(OSError):  # the server closes the connection: no reply
+                self.command("SHUTDOWN", "NOSAVE")
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        wait_for_port(self.port, up=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def flush(self) -> None:
+        reply = self.command("FLUSHALL")
+        assert reply == "+OK", f"FLUSHALL: {reply}"
+
+    def remove(self) -> None:
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
