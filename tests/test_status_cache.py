@@ -186,3 +186,10 @@ def test_reads_fill_the_cache_and_then_need_no_database(db, redis, clock):
     assert counting.units == 2  # only the unknown id's first read
     assert queries.status(owner, unknown) is None
     assert counting.units == 2  # remembered as absent
+
+
+def test_a_write_that_fails_removes_the_entry_it_could_not_replace(cache, redis):
+    task = a_task()
+    redis.set(entry_key(task.id), "not a hash")  # any write to it now fails (WRONGTYPE)
+    assert not cache.put(TaskResult(task, None))
+    assert not redis.exists(entry_key(task.id))

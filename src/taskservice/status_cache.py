@@ -17,7 +17,7 @@ The rules, and what each one guarantees:
    plus time limit plus ``RUNNING_SLACK_SECONDS``). Past that a reader goes to PostgreSQL and
    writes what it found; an equal version is accepted when it is trusted for longer, which is
    how the trust moves on. A final entry is trusted until it expires.
-3. **A failed write removes the entry.** When a write-through fails (Redis full, say) the writer
+3. **A failed write removes the entry.** When a write-through is refused (an error reply) the writer
    deletes the key, so readers fall back to PostgreSQL rather than trust an entry that could not
    be replaced. (A write that fails because Redis is unreachable cannot delete either; rule 2
    bounds how long the entry it left is trusted.)
