@@ -125,6 +125,12 @@ def test_idempotent_submissions_conform(service, user):
     database=None,
 )
 def test_operation_conforms(case, service, user):
+    if isinstance(case.query, dict) and "wait" in case.query:
+        # Any valid wait is a valid case; long ones would only make the run wait behind the
+        # generated tasks. Whether a wait is honoured is tests/test_waits.py's business.
+        wait = case.query["wait"]
+        if isinstance(wait, int | float) and not isinstance(wait, bool) and wait > 0.2:
+            case.query["wait"] = 0.2
     excluded = []
     if _password_over_bcrypt_limit(case):
         # The spec says `maxLength: 72` for the password, counted in characters, because JSON
