@@ -141,3 +141,13 @@ def wait_seconds(raw: str | None, maximum: float) -> float:
             f"'wait' must be a number of seconds from 0 to {maximum:g}, not {raw[:40]!r}."
         )
     return seconds
+
+
+def only_query_parameters(params: Mapping[str, Any], allowed: set[str]) -> None:
+    """Refuse query parameters the operation does not have (a typo such as `wiat` included)."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown query parameter {unknown[0][:40]!r}; this operation takes"
+            f" {', '.join(sorted(allowed)) or 'none'}."
+        )

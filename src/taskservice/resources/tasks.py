@@ -38,6 +38,7 @@ class TasksResource:
         self.max_body_bytes = 6 * (limits.max_code_bytes + limits.max_stdin_bytes) + 4096
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        validation.only_query_parameters(req.params, {"wait"})
         wait = validation.wait_seconds(req.get_param("wait"), self._max_wait)
         request = validation.task_request(req.get_media(), self._limits)
         key = validation.idempotency_key(req.get_header("Idempotency-Key"))
@@ -74,6 +75,7 @@ class TaskResultResource:
         self._max_wait = max_wait_seconds
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
+        validation.only_query_parameters(req.params, {"wait"})
         wait = validation.wait_seconds(req.get_param("wait"), self._max_wait)
         entry = self._queries.result(req.context.user_id, task_id, wait)
         if entry is None:
