@@ -24,8 +24,9 @@ from taskservice.app import Collaborators, create_app
 from taskservice.auth import PasswordHasher
 from taskservice.config import Config, load_config
 from taskservice.queue import Publisher
+from taskservice.store.migrate import migrate
 from tests.fault_stack import Stack
-from tests.private_services import PrivateRabbitMQ, PrivateRedis
+from tests.private_services import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
 from tests.service import TEST_JWT_SECRET, own_database_and_queues
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -175,3 +176,20 @@ def stack_factory(config, tmp_path):
 def queue_config(config):
     """The test config with a queue of its own, so no other worker takes these tasks."""
     return replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def postgres():
+    """A PostgreSQL server of the test's own with a migrated `taskservice` database, which the
+    test may stop and start; removed afterwards."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        admin = psycopg2.connect(server.url())
+        admin.autocommit = True
+        admin.cursor().execute("CREATE DATABASE taskservice")
+        admin.close()
+        migrate(server.url("taskservice"))
+        yield server
+    finally:
+        server.remove()

@@ -86,9 +86,15 @@ def program_runs(container) -> bool:
 
 
 def task_containers(docker_client, task_id: str) -> list:
-    return docker_client.containers.list(
-        all=True, filters={"label": f"taskservice.task_id={task_id}"}
-    )
+    """The task's containers. The SDK lists, then inspects each: one removed in between (its
+    run just ended) is simply not there."""
+    while True:
+        try:
+            return docker_client.containers.list(
+                all=True, filters={"label": f"taskservice.task_id={task_id}"}
+            )
+        except docker.errors.NotFound:
+            continue
 
 
 def wait_no_containers(docker_client, task_id: str, within: float = 15) -> None:

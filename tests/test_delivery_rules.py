@@ -20,7 +20,7 @@ from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.store.workers import WorkerRegistry
 from taskservice.worker.runner import TaskRunner
-from tests.lost_reply import LostReplyDatabase
+from tests.database_doubles import LostReplyDatabase
 
 LEASE = 10.0
 

@@ -9,7 +9,6 @@ import uuid
 from dataclasses import replace
 
 import psycopg2
-import pytest
 from falcon import testing
 
 from taskservice.app import Collaborators, create_app
@@ -17,27 +16,11 @@ from taskservice.auth import PasswordHasher
 from taskservice.queue import Publisher
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
-from taskservice.store.migrate import migrate
 from tests.fault_stack import SLOW_TASK, status_of, wait_until_started
 from tests.private_services import PrivatePostgres
 from tests.service import ApiUser, free_port
 
 LEASE_SECONDS = 3
-
-
-@pytest.fixture
-def postgres():
-    server = PrivatePostgres()
-    try:
-        server.start()
-        admin = psycopg2.connect(server.url())
-        admin.autocommit = True
-        admin.cursor().execute("CREATE DATABASE taskservice")
-        admin.close()
-        migrate(server.url("taskservice"))
-        yield server
-    finally:
-        server.remove()
 
 
 def holders(database_url: str, task_ids: list[str]) -> set[str]:

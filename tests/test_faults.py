@@ -18,7 +18,6 @@ import psycopg2
 import requests
 
 from taskservice.queue import dead_letter_queue
-from taskservice.store.migrate import migrate
 from tests.fault_stack import (
     SLOW_TASK,
     status_of,
@@ -26,7 +25,6 @@ from tests.fault_stack import (
     wait_no_containers,
     wait_until_started,
 )
-from tests.private_services import PrivatePostgres
 from tests.service import ApiUser
 
 
@@ -100,47 +98,35 @@ def test_broker_outage(queue_config, stack_factory, rabbit, docker_client):
         assert user.wait(task_id, within=60)["stdout"] == f"later {n}\n"
 
 
-def test_database_restart(queue_config, stack_factory, docker_client):
-    postgres = PrivatePostgres()
-    try:
-        postgres.start()
-        admin = psycopg2.connect(postgres.url())
-        admin.autocommit = True
-        admin.cursor().execute("CREATE DATABASE taskservice")
-        admin.close()
-        database_url = postgres.url("taskservice")
-        migrate(database_url)
-        stack = stack_factory(replace(queue_config, database_url=database_url))
-        stack.api()
-        stack.worker()
-        user = ApiUser(stack.base)
-        task_id = user.submit(SLOW_TASK.format(seconds=2), timeout=20)
-        wait_until_started(user, docker_client, task_id)
+def test_database_restart(queue_config, stack_factory, docker_client, postgres):
+    database_url = postgres.url("taskservice")
+    stack = stack_factory(replace(queue_config, database_url=database_url))
+    stack.api()
+    stack.worker()
+    user = ApiUser(stack.base)
+    task_id = user.submit(SLOW_TASK.format(seconds=4), timeout=20)
+    wait_until_started(user, docker_client, task_id)
 
-        postgres.stop()
-        # The status cache still answers what it knows; a write cannot be answered.
-        cached = requests.get(f"{stack.base}/status/{task_id}", headers=user.headers, timeout=30)
-        assert cached.status_code == 200 and cached.json()["status"] == "running", cached.text
-        refused = requests.post(
-            f"{stack.base}/task", json={"code": "1"}, headers=user.headers, timeout=30
-        )
-        assert refused.status_code == 503
-        assert set(refused.json()) == {"title", "description"}
-        unknown = requests.get(
-            f"{stack.base}/status/{uuid.uuid4()}", headers=user.headers, timeout=30
-        )
-        assert unknown.status_code == 503  # nothing cached of it: only PostgreSQL could say
-        # The program ends while the database is away (its container is removed once it has),
-        # so its outcome must wait.
-        wait_no_containers(docker_client, task_id, within=30)
+    postgres.stop()
+    # The status cache still answers what it knows; a write cannot be answered.
+    cached = requests.get(f"{stack.base}/status/{task_id}", headers=user.headers, timeout=30)
+    assert cached.status_code == 200 and cached.json()["status"] == "running", cached.text
+    refused = requests.post(
+        f"{stack.base}/task", json={"code": "1"}, headers=user.headers, timeout=30
+    )
+    assert refused.status_code == 503
+    assert set(refused.json()) == {"title", "description"}
+    unknown = requests.get(f"{stack.base}/status/{uuid.uuid4()}", headers=user.headers, timeout=30)
+    assert unknown.status_code == 503  # nothing cached of it: only PostgreSQL could say
+    # The program ends while the database is away (its container is removed once it has),
+    # so its outcome must wait.
+    wait_no_containers(docker_client, task_id, within=30)
 
-        postgres.start()
-        result = user.wait(task_id, within=60)
-        assert result["status"] == "succeeded" and result["stdout"] == "start\ndone\n"
-        assert status_of(user, task_id)["attempts"] == 1  # stored late, not run again
-        assert user.wait(user.submit("print(2)"))["stdout"] == "2\n"
-    finally:
-        postgres.remove()
+    postgres.start()
+    result = user.wait(task_id, within=60)
+    assert result["status"] == "succeeded" and result["stdout"] == "start\ndone\n"
+    assert status_of(user, task_id)["attempts"] == 1  # stored late, not run again
+    assert user.wait(user.submit("print(2)"))["stdout"] == "2\n"
 
 
 def test_docker_engine_away_ends_in_error_without_crashing(queue_config, stack_factory, tmp_path):

@@ -23,6 +23,7 @@ from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.task_queries import TaskQueries
 from taskservice.waits import TaskWaits
+from tests.database_doubles import CountingDatabase
 
 STARTED = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -148,22 +149,6 @@ def test_entries_expire(redis, wall):
     task = a_task()
     cache.put(TaskResult(task, None))
     assert 0 < redis.pttl(entry_key(task.id)) <= 60_000
-
-
-class CountingDatabase:
-    """The real database, counting the units of work that reach it."""
-
-    def __init__(self, db):
-        self._db = db
-        self.units = 0
-
-    def transaction(self):
-        self.units += 1
-        return self._db.transaction()
-
-    def statement(self):
-        self.units += 1
-        return self._db.statement()
 
 
 def test_reads_fill_the_cache_and_then_need_no_database(db, redis, clock):

@@ -17,21 +17,8 @@ from taskservice.status_cache import StatusCache, redis_client
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
 from taskservice.waits import TaskWaits
+from tests.database_doubles import CountingDatabase
 from tests.service import TEST_JWT_SECRET, ApiUser, free_port, running_service
-
-
-class CountingDatabase:
-    def __init__(self, db):
-        self._db = db
-        self.units = 0
-
-    def transaction(self):
-        self.units += 1
-        return self._db.transaction()
-
-    def statement(self):
-        self.units += 1
-        return self._db.statement()
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""A lost answer from PostgreSQL: the unit of work commits, then the caller is told it failed.
+"""Wrappers around the real database for tests: one that loses an answer, one that counts.
+
+A lost answer from PostgreSQL: the unit of work commits, then the caller is told it failed.
 
 That is what a connection that breaks after the server committed looks like to the client (the
 server restarted, or the network dropped the reply). The SQL runs on the real database; only the
@@ -50,3 +52,19 @@ class LostReplyDatabase:
             self._armed = None
             self.lost += 1
             raise DatabaseUnavailable("server closed the connection unexpectedly")
+
+
+class CountingDatabase:
+    """The real database, counting the units of work that reach it."""
+
+    def __init__(self, db):
+        self._db = db
+        self.units = 0
+
+    def transaction(self):
+        self.units += 1
+        return self._db.transaction()
+
+    def statement(self):
+        self.units += 1
+        return self._db.statement()
