@@ -13,11 +13,14 @@ from taskservice import errors, http_errors
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
+from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
 from taskservice.ports import TaskPublisher, UnitsOfWork
+from taskservice.readiness import Readiness
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
+from taskservice.resources.ready import ReadyResource
 from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
 from taskservice.services import Accounts, TaskSubmissions
 from taskservice.status_cache import NoCache, StatusCache, redis_client
@@ -45,6 +48,8 @@ class Collaborators:
     # Without Redis every read goes to PostgreSQL and waits check it once a second.
     cache: StatusCache | NoCache = field(default_factory=NoCache)
     waits: TaskWaits = field(default_factory=lambda: TaskWaits(None))
+    # A registry of its own: GET /metrics shows this app's requests alone.
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
 
 class BodyLimitMiddleware:
@@ -90,6 +95,7 @@ def create_app(
         collaborators.publisher,
         collaborators.clock,
         collaborators.new_id,
+        collaborators.metrics,
     )
     limits = TaskLimits(
         languages=frozenset(config.languages),
@@ -101,7 +107,9 @@ def create_app(
         max_stdin_bytes=config.max_stdin_bytes,
     )
 
-    app = falcon.App(middleware=[BodyLimitMiddleware(), AuthMiddleware(tokens)])
+    # Metrics first: its clock starts before, and its count follows, every other middleware.
+    metrics = MetricsMiddleware(collaborators.metrics)
+    app = falcon.App(middleware=[metrics, BodyLimitMiddleware(), AuthMiddleware(tokens)])
     app.req_options.strip_url_path_trailing_slash = False
     # JSON only: Falcon would otherwise also parse form bodies into media.
     app.req_options.media_handlers = falcon.media.Handlers(
@@ -116,6 +124,8 @@ def create_app(
 
     # The route table: every URL the service answers, in one place.
     app.add_route("/", HealthResource())
+    app.add_route("/ready", ReadyResource(Readiness.of_service(config)))
+    app.add_route("/metrics", MetricsResource(collaborators.metrics))
     app.add_route("/register", RegisterResource(accounts))
     app.add_route("/login", LoginResource(accounts))
     max_wait = config.max_wait_seconds
@@ -138,11 +148,16 @@ def get_app(config: Config | None = None) -> falcon.App:
     config = config or load_config()
     config.check_api()
     redis = redis_client(config.redis_url)  # connects on first use
+    # All gunicorn processes' values, added up (taskservice.metrics.multiprocess).
+    metrics = ApiMetrics(config.prometheus_multiproc_dir)
     collaborators = Collaborators(
-        db=Database(config.database_url, size=config.db_pool_size),
-        publisher=Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds),
+        db=Database(config.database_url, size=config.db_pool_size, metrics=metrics),
+        publisher=Publisher(
+            config.amqp_url, config.queue_name, config.broker_timeout_seconds, metrics=metrics
+        ),
         hasher=PasswordHasher(config.bcrypt_rounds),
-        cache=StatusCache(redis, config.status_cache_ttl_seconds),
-        waits=TaskWaits(redis),
+        cache=StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics),
+        waits=TaskWaits(redis, metrics=metrics),
+        metrics=metrics,
     )
     return create_app(config, collaborators)

@@ -92,6 +92,12 @@ class Config:
     # How long the worker's supervisor waits after SIGTERM before it kills the worker (Compose's
     # stop_grace_period, from the same variable); None where nothing kills it on a clock.
     worker_stop_grace_seconds: int | None = None
+    # Where the worker serves its Prometheus metrics; port 0 serves none.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9464
+    # Where gunicorn's processes keep their metrics for /metrics to add up; empty: `taskservice
+    # api` makes a fresh temporary directory (see taskservice.metrics.multiprocess).
+    prometheus_multiproc_dir: str = ""
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     def check_api(self) -> None:
@@ -208,10 +214,20 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "worker_stop_grace_seconds": _parse(
             env, "WORKER_STOP_GRACE_SECONDS", int, defaults.worker_stop_grace_seconds
         ),
+        "worker_metrics_host": _parse(
+            env, "WORKER_METRICS_HOST", str, defaults.worker_metrics_host
+        ),
+        "worker_metrics_port": _parse(
+            env, "WORKER_METRICS_PORT", int, defaults.worker_metrics_port
+        ),
+        "prometheus_multiproc_dir": _parse(
+            env, "PROMETHEUS_MULTIPROC_DIR", str, defaults.prometheus_multiproc_dir
+        ),
     }
     _in_range("JWT_TTL_SECONDS", values["jwt_ttl_seconds"], 1)
     _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
     _in_range("PORT", values["port"], 1, 65535)
+    _in_range("WORKER_METRICS_PORT", values["worker_metrics_port"], 0, 65535)
     _in_range("API_WORKERS", values["api_workers"], 1, 64)
     _in_range("API_THREADS", values["api_threads"], 1, 1024)
     _in_range("STATUS_CACHE_TTL_SECONDS", values["status_cache_ttl_seconds"], 60, 30 * 86400)

@@ -1,6 +1,7 @@
 """gunicorn settings, read from the same Config as everything else."""
 
 from taskservice.config import load_config
+from taskservice.metrics.multiprocess import MultiprocessDirectory
 
 _config = load_config()
 
@@ -16,3 +17,19 @@ accesslog = "-"
 errorlog = "-"
 # Nothing is opened before the fork: each worker builds its own pool and publisher.
 preload_app = False
+
+# The API's processes add up their metrics in one directory (taskservice.metrics.multiprocess):
+# made or emptied in the master before the first fork, each dead process marked, removed at exit.
+_metrics_dir = MultiprocessDirectory(_config.prometheus_multiproc_dir)
+
+
+def on_starting(server):
+    _metrics_dir.prepare()
+
+
+def child_exit(server, worker):
+    _metrics_dir.process_died(worker.pid)
+
+
+def on_exit(server):
+    _metrics_dir.remove()

@@ -110,3 +110,6 @@ class ClaimedTask:
     timeout_seconds: int
     memory_mb: int
     attempt: int
+    # When the task was made and when this claim started it: its wait in the queue (metrics).
+    created_at: datetime | None = None
+    started_at: datetime | None = None

@@ -16,6 +16,7 @@ import pika
 import pika.exceptions
 
 from taskservice.errors import BrokerUnavailable
+from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,10 @@ class Publisher:
         queue_name: str,
         timeout_seconds: float = 5.0,
         heartbeat_seconds: int = 30,
+        metrics: NoMetrics = NO_METRICS,
     ):
         self._params = connection_parameters(amqp_url, timeout_seconds, heartbeat_seconds)
+        self._metrics = metrics  # counts each BrokerUnavailable raised here
         self._queue = queue_name
         self._timeout = timeout_seconds
         self._heartbeat = heartbeat_seconds
@@ -159,6 +162,7 @@ class Publisher:
                     self._close(mine)
                     log.warning("publish of task %s failed (try %d): %r", task_id, attempt, exc)
                     error = exc
+            self._metrics.dependency_error(BROKER)
             raise BrokerUnavailable(f"The message broker did not accept the task: {error!r}")
 
     def _start_keepalive(self) -> None:

@@ -9,6 +9,7 @@ import uuid
 from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
 from taskservice.errors import BrokerUnavailable, DatabaseUnavailable, InvalidCredentials
+from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskStatus
 from taskservice.ports import TaskPublisher
 from taskservice.store.tasks import TaskStore
@@ -70,12 +71,18 @@ NEVER_QUEUED = "The message broker was unavailable, so the task was never queued
 
 class TaskSubmissions:
     def __init__(
-        self, tasks: TaskStore, publisher: TaskPublisher, clock: Clock, new_id: IdGenerator
+        self,
+        tasks: TaskStore,
+        publisher: TaskPublisher,
+        clock: Clock,
+        new_id: IdGenerator,
+        metrics: NoMetrics = NO_METRICS,
     ):
         self._tasks = tasks
         self._publisher = publisher
         self._clock = clock
         self._new_id = new_id
+        self._metrics = metrics
 
     def submit(
         self, user_id: uuid.UUID, request: TaskRequest, idempotency_key: str | None = None
@@ -113,7 +120,9 @@ class TaskSubmissions:
                 # could outlive (it would run after the client gave up on it, or twice after a
                 # retry), so the client is told the truth: accepted, to run later.
                 log.warning("task %s stored but not queued yet; the sweeper will send it", task.id)
+                self._metrics.task_submitted(task.language)
                 return task, True
             if failed:
                 raise
+        self._metrics.task_submitted(task.language)
         return task, True

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import redis
 
+from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
 from taskservice.model import RunOutcome, Task, TaskResult, TaskStatus
 from taskservice.task_views import result_body, status_body
 
@@ -131,8 +132,10 @@ class StatusCache:
         ttl_seconds: int,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: NoMetrics = NO_METRICS,
     ):
         self._client = client
+        self._metrics = metrics
         self._ttl_ms = ttl_seconds * 1000
         self._wall_clock = wall_clock
         self._monotonic = monotonic
@@ -214,6 +217,7 @@ class StatusCache:
         return self._monotonic() < self._paused_until
 
     def _failed(self, exc: Exception) -> None:
+        self._metrics.dependency_error(REDIS)
         with self._lock:
             if not self._paused():
                 log.warning("status cache unavailable, reading PostgreSQL: %s", exc)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import redis
 
+from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
 from taskservice.status_cache import CHANNEL_PATTERN, task_id_of_channel
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ class TaskWaits:
         client: redis.Redis | None,
         fallback_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: NoMetrics = NO_METRICS,
     ):
         self._client = client
+        self._metrics = metrics
         self._fallback_interval = fallback_interval
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -109,6 +112,7 @@ class TaskWaits:
                     elif message["type"] == "pmessage":
                         self._wake(task_id_of_channel(message["channel"].decode()))
             except (redis.RedisError, OSError) as exc:
+                self._metrics.dependency_error(REDIS)
                 if self._listening:
                     log.warning("task change signals lost, waiting on PostgreSQL: %s", exc)
                 self._set_listening(False)

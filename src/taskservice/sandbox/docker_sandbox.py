@@ -18,6 +18,7 @@ import docker.errors
 import requests.exceptions
 
 from taskservice.config import Language
+from taskservice.metrics import DOCKER, NO_METRICS, NoMetrics
 from taskservice.model import RunOutcome, TaskStatus
 from taskservice.sandbox import framing
 from taskservice.sandbox.errors import SandboxFailure, SandboxUnavailable
@@ -50,9 +51,15 @@ def docker_client(base_url: str, timeout: int = DOCKER_TIMEOUT_SECONDS) -> docke
 
 
 class DockerSandbox:
-    def __init__(self, client: docker.DockerClient, settings: SandboxSettings):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        settings: SandboxSettings,
+        metrics: NoMetrics = NO_METRICS,
+    ):
         self._client = client
         self._settings = settings
+        self._metrics = metrics
         self._active: dict[str, object] = {}
         self._active_lock = threading.Lock()
         self._stopping = False
@@ -64,6 +71,7 @@ class DockerSandbox:
 
     def run(self, job: SandboxJob) -> RunOutcome:
         """Run one job in a new container and always remove the container afterwards."""
+        began = time.monotonic()
         container = self._create(job)
         with self._active_lock:
             self._active[container.id] = container
@@ -71,8 +79,9 @@ class DockerSandbox:
         try:
             if stopping:  # created just as kill_all ran: never start it
                 raise SandboxUnavailable("The worker is stopping.")
-            return self._attach_and_run(container, job)
+            return self._attach_and_run(container, job, began)
         except (*_DOCKER_ERRORS, OSError) as exc:
+            self._metrics.dependency_error(DOCKER)
             raise SandboxUnavailable(f"Docker failed while running the task: {exc}") from exc
         finally:
             with self._active_lock:
@@ -122,14 +131,16 @@ class DockerSandbox:
                 f"The sandbox image {job.language.image!r} for {job.language.name} is missing."
             ) from exc
         except _DOCKER_ERRORS as exc:
+            self._metrics.dependency_error(DOCKER)
             raise SandboxUnavailable(f"Docker could not create the sandbox: {exc}") from exc
 
-    def _attach_and_run(self, container, job: SandboxJob) -> RunOutcome:
+    def _attach_and_run(self, container, job: SandboxJob, began: float) -> RunOutcome:
         attach = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         sock: socket.socket = getattr(attach, "_sock", attach)
         try:
             container.start()
             started = time.monotonic()
+            self._metrics.sandbox_started(started - began)
         except BaseException:
             self._close_attach(attach, sock)
             raise  # nothing ran: the engine's failure, which the caller may retry

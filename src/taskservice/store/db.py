@@ -13,6 +13,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from taskservice.errors import DatabaseUnavailable
+from taskservice.metrics import DATABASE, NO_METRICS, NoMetrics
 
 psycopg2.extras.register_uuid()
 
@@ -31,8 +32,11 @@ class Database:
     pool heals by itself once the server is back.
     """
 
-    def __init__(self, dsn: str, size: int = 4, connect_timeout: int = 3):
+    def __init__(
+        self, dsn: str, size: int = 4, connect_timeout: int = 3, metrics: NoMetrics = NO_METRICS
+    ):
         self._dsn = dsn
+        self._metrics = metrics  # counts each DatabaseUnavailable raised here
         self._connect_timeout = connect_timeout
         self._idle: queue.LifoQueue[tuple[psycopg2.extensions.connection, float]] = (
             queue.LifoQueue()
@@ -92,6 +96,7 @@ class Database:
     @contextlib.contextmanager
     def _unit(self, autocommit: bool) -> Iterator[psycopg2.extensions.cursor]:
         if not self._slots.acquire(timeout=30):
+            self._metrics.dependency_error(DATABASE)
             raise DatabaseUnavailable("No database connection became free within 30 s.")
         conn = None
         broken = False
@@ -104,6 +109,7 @@ class Database:
             conn.commit()
         except CONNECTION_ERRORS as exc:
             broken = True
+            self._metrics.dependency_error(DATABASE)
             raise DatabaseUnavailable(f"The database is unavailable: {exc}".strip()) from exc
         except BaseException:
             if conn is not None and not conn.closed:

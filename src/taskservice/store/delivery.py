@@ -67,6 +67,8 @@ class DeliveryStore:
     ) -> tuple[ClaimResult, ClaimedTask | None]:
         """queued|running -> running for one more attempt, held by ``worker_id``.
 
+        The task comes back when it was claimed, and when it was ended instead (GAVE_UP).
+
         ``claim_token`` names this claim: retried with the same token after its answer was lost,
         the claim finds its own committed write and returns it without taking another attempt.
         """
@@ -78,6 +80,8 @@ class DeliveryStore:
             self._changes.task_changed(task_from_row(row), outcome)
         if result is ClaimResult.CLAIMED:
             return result, _claimed(row)
+        if result is ClaimResult.GAVE_UP:
+            return result, _claimed(row)  # the task that ended, for the record of its outcome
         return result, None
 
     def _claim(self, task_id, worker_id, now, max_attempts, lease_seconds, claim_token):
@@ -115,7 +119,7 @@ class DeliveryStore:
                 )
                 cursor.execute(
                     "UPDATE tasks SET status = 'error', finished_at = %s, error = %s,"
-                    f" claimed_by = %s WHERE id = %s RETURNING {TASK_COLUMNS}",
+                    f" claimed_by = %s WHERE id = %s RETURNING {_CLAIMED_COLUMNS}",
                     (now, error, worker_id, task_id),
                 )
                 ended = RunOutcome(status=TaskStatus.ERROR, error=error)
@@ -238,4 +242,6 @@ def _claimed(row) -> ClaimedTask:
         timeout_seconds=row["timeout_seconds"],
         memory_mb=row["memory_mb"],
         attempt=row["attempts"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
     )

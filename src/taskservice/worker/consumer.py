@@ -21,6 +21,7 @@ import pika
 import pika.exceptions
 
 from taskservice.config import Config
+from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
 from taskservice.queue import connection_parameters, declare_topology, decode_message
 from taskservice.store.delivery import ClaimResult
 from taskservice.worker.backoff import Backoff
@@ -50,8 +51,10 @@ class Consumer:
         config: Config,
         runner: TaskRunner,
         shutdown: Shutdown,
+        metrics: NoMetrics = NO_METRICS,
     ):
         self._config = config
+        self._metrics = metrics
         self._runner = runner
         self._stop = shutdown.stopping
         self._hard_stop = shutdown.hard
@@ -78,6 +81,7 @@ class Consumer:
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     if self._stop.is_set():
                         break
+                    self._metrics.dependency_error(BROKER)
                     # Back off while the broker stays away; a connection that worked starts over.
                     if self._connected:
                         backoff.reset()
@@ -138,6 +142,7 @@ class Consumer:
             running = task_id in self._running
             self._running.setdefault(task_id, []).append(delivery)
         if running:
+            self._metrics.redelivered()
             log.info("task %s delivered again while running here; settled when it ends", task_id)
             return
         self._executor.submit(self._work, task_id)

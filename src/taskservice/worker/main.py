@@ -21,6 +21,7 @@ from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.workers import WorkerRegistry
 from taskservice.worker.consumer import Consumer
 from taskservice.worker.heartbeat import Heartbeat
+from taskservice.worker.queue_depth import QueueDepth
 from taskservice.worker.runner import TaskRunner
 from taskservice.worker.shutdown import Shutdown
 from taskservice.worker.sweeper import Sweeper
@@ -54,24 +55,32 @@ def _report_versions_until(reporter: VersionReporter, stopped: threading.Event, 
 
 def run_worker(config: Config) -> None:
     """Build the real collaborators and consume until stopped."""
+    from taskservice.metrics.worker import MetricsServer, WorkerMetrics
     from taskservice.queue import Publisher
     from taskservice.sandbox import DockerSandbox, docker_client
     from taskservice.status_cache import StatusCache, redis_client
     from taskservice.store.db import Database
 
+    metrics = WorkerMetrics()
+    # First: a port another worker holds stops this one before it connects anywhere.
+    metrics_server = MetricsServer.start(config, metrics)
     client = docker_client(config.docker_host)
-    sandbox = DockerSandbox(client, sandbox_settings(config))
+    sandbox = DockerSandbox(client, sandbox_settings(config), metrics=metrics)
     # One connection per task thread, one for the heartbeat, one for the sweep, one for versions.
-    db = Database(config.database_url, size=config.worker_concurrency + 3)
+    db = Database(config.database_url, size=config.worker_concurrency + 3, metrics=metrics)
     # Each committed transition is written through to the status cache right after.
-    cache = StatusCache(redis_client(config.redis_url), config.status_cache_ttl_seconds)
+    cache = StatusCache(
+        redis_client(config.redis_url), config.status_cache_ttl_seconds, metrics=metrics
+    )
     delivery = DeliveryStore(db, changes=cache)
     registry = WorkerRegistry(db)
     worker_id = uuid.uuid4()
     shutdown = Shutdown(on_cold_stop=sandbox.kill_all)
-    runner = TaskRunner(config, delivery, sandbox, worker_id, shutdown=shutdown)
-    consumer = Consumer(config, runner, shutdown)
-    publisher = Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds)
+    runner = TaskRunner(config, delivery, sandbox, worker_id, shutdown=shutdown, metrics=metrics)
+    consumer = Consumer(config, runner, shutdown, metrics=metrics)
+    publisher = Publisher(
+        config.amqp_url, config.queue_name, config.broker_timeout_seconds, metrics=metrics
+    )
     heartbeat = Heartbeat(
         registry, worker_id, config.worker_heartbeat_seconds, config.worker_lease_seconds
     )
@@ -105,6 +114,13 @@ def run_worker(config: Config) -> None:
             daemon=True,
         ),
     ]
+    if metrics_server is not None:  # the depth is read for the metrics alone
+        depth = QueueDepth(config, metrics)
+        background.append(
+            threading.Thread(
+                target=depth.run_until, args=(background_stopped,), name="queue-depth", daemon=True
+            )
+        )
     for thread in background:
         thread.start()
     signal.signal(signal.SIGTERM, shutdown.request)
@@ -124,4 +140,6 @@ def run_worker(config: Config) -> None:
             publisher.close()
         db.close()
         client.close()
+        if metrics_server is not None:
+            metrics_server.stop()
         log.info("worker %s stopped", worker_id)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
 from taskservice.clock import Clock, utc_now
 from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
+from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.sandbox import SandboxFailure, SandboxJob, SandboxUnavailable
 from taskservice.store.delivery import ClaimResult, DeliveryStore
@@ -32,8 +34,10 @@ class TaskRunner:
         clock: Clock = utc_now,
         shutdown: Shutdown | None = None,
         sleep: Callable[[float], object] | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ):
         self._config = config
+        self._metrics = metrics
         self._delivery = delivery
         self._sandbox = sandbox
         self._worker_id = worker_id
@@ -48,10 +52,20 @@ class TaskRunner:
         ours to run (unknown id, already final, or still owned by a live worker for too long).
         """
         claim, task = self._claim(task_id)
+        if claim is ClaimResult.GAVE_UP and task is not None:
+            self._metrics.task_finished(task.language, TaskStatus.ERROR.value)
         if claim is not ClaimResult.CLAIMED:
             log.info("task %s: %s, nothing to run", task_id, claim.value)
             return claim.value
         assert task is not None
+        waited = None
+        if task.created_at is not None and task.started_at is not None:
+            waited = (task.started_at - task.created_at).total_seconds()
+        self._metrics.task_claimed(task.attempt, waited)
+        with self._metrics.task_running():
+            return self._run_and_store(task)
+
+    def _run_and_store(self, task: ClaimedTask) -> str:
         try:
             outcome = self._run(task)
         except Stopping:
@@ -76,6 +90,8 @@ class TaskRunner:
             outcome.status.value,
             "" if stored else " (not stored: a newer attempt owns the task)",
         )
+        if stored:
+            self._metrics.task_finished(task.language, outcome.status.value)
         return outcome.status.value
 
     def _claim(self, task_id: uuid.UUID):
@@ -132,9 +148,11 @@ class TaskRunner:
             try:
                 if task.attempt > 1:
                     self._sandbox.remove_task_containers(job.task_id)
+                began = time.monotonic()
                 outcome = self._sandbox.run(job)
                 if hard_stop.is_set():
                     raise Stopping()  # killed by our own hard stop: not the program's outcome
+                self._metrics.task_run(time.monotonic() - began)
                 return outcome
             except SandboxFailure as exc:
                 if hard_stop.is_set():
