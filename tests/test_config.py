@@ -138,7 +138,10 @@ def test_env_example_lists_every_variable_the_service_reads():
 
 
 # Defaults .env.example states in words, for settings whose default is "none": the empty string.
-WORDED_DEFAULTS = {"SANDBOX_RUNTIME": "engine default"}
+WORDED_DEFAULTS = {
+    "SANDBOX_RUNTIME": "engine default",
+    "PROMETHEUS_MULTIPROC_DIR": "a fresh temporary directory",
+}
 
 
 def env_example_defaults() -> dict[str, str]:
