@@ -3,7 +3,7 @@
 The same image runs the API, the worker and the migrations, so the role is read from the
 command line of the container's ``taskservice`` process:
 
-- ``api``: gunicorn answers ``GET /`` with 200;
+- ``api``: gunicorn answers ``GET /ready`` with 200 (PostgreSQL and RabbitMQ answer it);
 - ``worker``: the Docker engine at DOCKER_HOST answers a ping, so sandboxes can be started;
 - anything else (``migrate``, a shell): healthy.
 
@@ -37,13 +37,14 @@ def check_api(config) -> str:
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     connection = http.client.HTTPConnection(host, config.port, timeout=5)
     try:
-        connection.request("GET", "/")
+        connection.request("GET", "/ready")
         response = connection.getresponse()
+        body = response.read(500).decode(errors="replace")
         if response.status != 200:
-            raise RuntimeError(f"GET / answered {response.status}")
+            raise RuntimeError(f"GET /ready answered {response.status}: {body}")
     finally:
         connection.close()
-    return f"api answers on {host}:{config.port}"
+    return f"api on {host}:{config.port} is ready: {body}"
 
 
 def check_worker(config) -> str:

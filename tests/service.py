@@ -85,8 +85,11 @@ def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, 
 
 
 def service_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, str]:
-    """``process_env`` with the tests' settings: cheap bcrypt and one API process."""
-    return process_env(config, jwt_secret, BCRYPT_ROUNDS="4", API_WORKERS="1", **overrides)
+    """``process_env`` with the tests' settings: cheap bcrypt and one API process, unless
+    ``overrides`` say otherwise."""
+    return process_env(
+        config, jwt_secret, **{"BCRYPT_ROUNDS": "4", "API_WORKERS": "1", **overrides}
+    )
 
 
 class Process:

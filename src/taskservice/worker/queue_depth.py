@@ -61,14 +61,14 @@ class QueueDepth:
 
     def run_until(self, stopped: threading.Event) -> None:
         try:
-            while not stopped.is_set():
+            # A pause first: the consumer declares the queue as it connects, at the same time.
+            while not stopped.wait(self._interval):
                 try:
                     self.read()
                 except Exception:
                     # Whatever happened, the next read tries again with a new connection.
                     log.exception("reading the queue's depth failed")
                     self.close()
-                stopped.wait(self._interval)
         finally:
             self.close()
 
