@@ -8,13 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 
-.PHONY: run test chaos bench fuzz lint format prepare venv services docker image browser migrate compose-test clean
+.PHONY: run test chaos bench fuzz lint format prepare venv services docker image browser promtool migrate compose-test clean
 
 run: prepare
 	@scripts/run.sh
 
 # Tests marked runsc change the host's Docker engine (daemon.json, a reload): `make test-runsc`.
-test: venv services docker image browser lint
+test: venv services docker image browser promtool lint
 	$(BIN)/pytest -q -m "not runsc"
 
 # gVisor: installs runsc and registers it with the local dockerd (scripts/enable-runsc.sh), then
@@ -56,6 +56,9 @@ image: docker
 
 browser:
 	@scripts/ensure-browser.sh
+
+promtool:
+	@scripts/ensure-promtool.sh
 
 migrate: venv services
 	$(BIN)/taskservice migrate

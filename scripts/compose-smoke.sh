@@ -7,8 +7,9 @@
 # REDIS_URL and that Redis keeps nothing on disk; runs README's curl walk-through through nginx;
 # checks that the worker, in its container, ran the task in a sibling sandbox container that it
 # asked for through the socket proxy, and that the proxy refuses what the worker does not need;
-# checks that the image has no pip, and that the API refuses the placeholder JWT secret; then
-# removes the stack with its volumes.
+# checks that Prometheus scrapes the api and the worker (both targets up, the task counted) and
+# that nginx refuses /metrics from outside; checks that the image has no pip, and that the API
+# refuses the placeholder JWT secret; then removes the stack with its volumes.
 #
 # Images the compose file pulls come from scripts/compose-standins.sh (the local ones, a pull,
 # or Debian stand-ins) and are kept, as is the app image it builds, so a second run is quick.
@@ -78,7 +79,7 @@ finish() {
   trap - EXIT INT TERM
   if [[ -z $passed ]]; then
     log "FAILED; service states and recent logs follow"
-    for service in postgres rabbitmq redis migrate api worker docker-socket-proxy nginx; do
+    for service in postgres rabbitmq redis migrate api worker docker-socket-proxy prometheus nginx; do
       printf '  %-20s %s\n' "$service" "$(state_of "$service" 2>/dev/null || echo '?')" >&2
     done
     "${compose[@]}" logs --no-color --tail=40 >&2 2>/dev/null || true
@@ -111,7 +112,7 @@ log "waiting up to ${wait_secs}s for the services to be healthy"
 deadline=$((SECONDS + wait_secs))
 while :; do
   pending=()
-  for service in postgres rabbitmq redis api worker nginx; do
+  for service in postgres rabbitmq redis api worker prometheus nginx; do
     [[ $(state_of "$service") == healthy ]] || pending+=("$service=$(state_of "$service")")
   done
   [[ $(state_of migrate) == exited/0 ]] || pending+=("migrate=$(state_of migrate)")
@@ -235,6 +236,49 @@ for method, path in (("GET", "/v1.41/images/json"), ("POST", "/v1.41/containers/
 docker exec "$(container_of worker)" python3 -c "$probe" >"$work/probe.log" 2>&1 ||
   { cat "$work/probe.log" >&2; die "the socket proxy let through a call the worker does not need"; }
 ok "the socket proxy refuses image, exec and system calls (403)"
+
+# --- Metrics: Prometheus scrapes the api and the worker; nginx keeps /metrics inside ---------
+metrics_status=$(curl -sS -o "$work/metrics.json" -w '%{http_code}' "$base/metrics") || true
+[[ $metrics_status == 404 && $(json_field title <"$work/metrics.json") == "Not found" ]] ||
+  die "GET /metrics through nginx: expected a JSON 404, got $metrics_status: $(head -c 200 "$work/metrics.json")"
+ok "nginx refuses /metrics from outside with a JSON 404"
+for service in worker prometheus; do
+  [[ -z $(docker port "$(container_of "$service")") ]] || die "the $service publishes a port: $(docker port "$(container_of "$service")")"
+done
+prometheus_id=$(container_of prometheus)
+prometheus_api() { # path: Prometheus's HTTP API, asked from inside its container
+  docker exec "$prometheus_id" wget -q -O - "http://127.0.0.1:9090$1"
+}
+# Both jobs' targets up; Prometheus finds them by DNS and scrapes every 15 s.
+targets_up='
+import json, sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+health = {t["labels"]["job"]: t["health"] for t in targets}
+print(" ".join(f"{job}={state}" for job, state in sorted(health.items())))
+sys.exit(health != {"taskservice-api": "up", "taskservice-worker": "up"})
+'
+deadline=$((SECONDS + 120))
+until targets=$(prometheus_api /api/v1/targets | python3 -c "$targets_up" 2>&1); do
+  ((SECONDS < deadline)) || die "Prometheus's targets are not both up after 120s: $targets"
+  sleep 3
+done
+ok "Prometheus scrapes both targets: $targets"
+# The task of the walk-through, as the worker counted it and Prometheus stored it.
+succeeded='
+import json, sys
+result = json.load(sys.stdin)["data"]["result"]
+total = sum(float(r["value"][1]) for r in result)
+print(total)
+sys.exit(total < 1)
+'
+query='sum(taskservice_tasks_finished_total{status="succeeded"})'
+deadline=$((SECONDS + 60))
+until counted=$(prometheus_api "/api/v1/query?query=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$query")" |
+  python3 -c "$succeeded" 2>&1); do
+  ((SECONDS < deadline)) || die "Prometheus has no succeeded task after 60s: $counted"
+  sleep 3
+done
+ok "Prometheus has the worker's count of succeeded tasks: $counted"
 
 # --- The image ships no pip (README, "Deploy with Docker Compose") ---------------------------
 # Neither interpreter may import it: the virtualenv's, nor the base image's own that the

@@ -43,6 +43,7 @@ declare -A recipe=(
   [redis:7-alpine]=redis
   [nginx:1.27]=nginx
   [haproxy:2.8]=haproxy
+  [prom/prometheus:v2.53.0]=prometheus
 )
 
 # The images the project starts from, read from the files themselves so that this list cannot
