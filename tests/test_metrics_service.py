@@ -38,13 +38,17 @@ WORKER_NAMES = (
 @pytest.fixture(scope="module")
 def service(config, tmp_path_factory):
     worker_port = free_port()
+    logs = tmp_path_factory.mktemp("metrics")
     with running_service(
         config,
         TEST_JWT_SECRET,
-        tmp_path_factory.mktemp("metrics"),
+        logs,
         QUEUE_NAME=f"{config.queue_name}.metrics.{uuid.uuid4().hex[:8]}",
         API_WORKERS="2",
         WORKER_METRICS_PORT=str(worker_port),
+        # A directory of the configuration's (made at start), in the environment of the worker
+        # too, as a shared environment file would have it: the worker must keep out of it.
+        PROMETHEUS_MULTIPROC_DIR=str(logs / "api-metrics"),
     ) as (base, api, _worker):
         yield base, api, f"http://127.0.0.1:{worker_port}/metrics"
 
@@ -81,6 +85,7 @@ def test_both_endpoints_after_a_task(service):
     assert "/result/{task_id}" in results
     assert not any(uuid_like in route for route in results for uuid_like in ("-", "%"))
     assert value(api_text, "taskservice_tasks_submitted_total", language="python") == 1
+    assert not names(api_text) & set(WORKER_NAMES) - {"taskservice_dependency_errors_total"}
 
     worker_text = requests.get(worker_metrics, timeout=10).text
     print("promtool check metrics (worker):", promtool_check(worker_text) or "no complaints")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import uuid
@@ -55,6 +56,11 @@ def _report_versions_until(reporter: VersionReporter, stopped: threading.Event, 
 
 def run_worker(config: Config) -> None:
     """Build the real collaborators and consume until stopped."""
+    if config.prometheus_multiproc_dir:
+        # The API's setting, in an environment shared with it: the worker is one process that
+        # serves its own registry, and its values must not land among the API's files, which
+        # prometheus_client would do if it found the variable when imported (just below).
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from taskservice.metrics.worker import MetricsServer, WorkerMetrics
     from taskservice.queue import Publisher
     from taskservice.sandbox import DockerSandbox, docker_client
