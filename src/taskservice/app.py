@@ -9,11 +9,12 @@ from pathlib import Path
 
 import falcon
 
-from taskservice import errors, http_errors
+from taskservice import errors, http_errors, tracing
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
 from taskservice.ports import TaskPublisher, UnitsOfWork
+from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
@@ -101,7 +102,9 @@ def create_app(
         max_stdin_bytes=config.max_stdin_bytes,
     )
 
-    app = falcon.App(middleware=[BodyLimitMiddleware(), AuthMiddleware(tokens)])
+    app = falcon.App(
+        middleware=[RequestIdMiddleware(), BodyLimitMiddleware(), AuthMiddleware(tokens)]
+    )
     app.req_options.strip_url_path_trailing_slash = False
     # JSON only: Falcon would otherwise also parse form bodies into media.
     app.req_options.media_handlers = falcon.media.Handlers(
@@ -137,6 +140,7 @@ def get_app(config: Config | None = None) -> falcon.App:
 
     config = config or load_config()
     config.check_api()
+    tracing.configure_api(config)  # here, after gunicorn's fork; a no-op unless tracing is on
     redis = redis_client(config.redis_url)  # connects on first use
     collaborators = Collaborators(
         db=Database(config.database_url, size=config.db_pool_size),

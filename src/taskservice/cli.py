@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from taskservice import logs
 from taskservice.config import ConfigError, load_config
 
 
@@ -37,13 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskservice", description=__doc__)
     parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
-    )
-    # pika logs every connection step at INFO; its warnings and errors are what matter.
-    logging.getLogger("pika").setLevel(logging.WARNING)
     try:
         config = load_config()
+        # Before anything logs; gunicorn's own loggers join the same handler
+        # (gunicorn_logging.py), so every line of the process has one format.
+        logs.configure(config.log_format)
         COMMANDS[args.command](config)
     except ConfigError as exc:
         print(f"taskservice: configuration error: {exc}", file=sys.stderr)

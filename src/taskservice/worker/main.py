@@ -13,6 +13,7 @@ import signal
 import threading
 import uuid
 
+from taskservice import logs, tracing
 from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
 from taskservice.sandbox import SandboxSettings
@@ -68,6 +69,8 @@ def run_worker(config: Config) -> None:
     delivery = DeliveryStore(db, changes=cache)
     registry = WorkerRegistry(db)
     worker_id = uuid.uuid4()
+    logs.bind_process(worker_id=str(worker_id))  # on every line this process logs from now on
+    tracing.configure(config, "taskservice-worker")  # a no-op unless tracing is on
     shutdown = Shutdown(on_cold_stop=sandbox.kill_all)
     runner = TaskRunner(config, delivery, sandbox, worker_id, shutdown=shutdown)
     consumer = Consumer(config, runner, shutdown)
@@ -125,3 +128,4 @@ def run_worker(config: Config) -> None:
         db.close()
         client.close()
         log.info("worker %s stopped", worker_id)
+        tracing.shutdown()  # the last tasks' spans
