@@ -58,6 +58,8 @@ class TaskRunner:
             log.info("task %s: %s, nothing to run", task_id, claim.value)
             return claim.value
         assert task is not None
+        # Not in the form "task <id> attempt <n>: <status>", the outcome line that tests count.
+        log.info("running task %s, attempt %d (%s)", task.id, task.attempt, task.language)
         try:
             outcome = self._run(task)
         except Stopping:
