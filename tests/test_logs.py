@@ -167,7 +167,13 @@ def _token(client) -> str:
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/", 200), ("GET", "/nowhere", 404), ("GET", f"/status/{uuid.uuid4()}", 401)],
+    [
+        ("GET", "/", 200),
+        ("GET", "/nowhere", 404),
+        ("GET", f"/status/{uuid.uuid4()}", 401),
+        ("DELETE", "/login", 405),
+        ("POST", "/login", 400),  # no body
+    ],
 )
 def test_a_sane_request_id_is_echoed_on_every_answer(app_client, method, path, status):
     sent = "client-Id_1.2"
@@ -276,3 +282,22 @@ def test_a_message_without_trace_headers_starts_no_trace():
     parent = tracing.extract({"x-request-id": "r"})
     with tracing.process_span("q", uuid.uuid4(), parent) as span:
         assert not span.get_span_context().is_valid
+
+
+def test_a_setting_refused_at_start_is_reported_as_a_json_line():
+    short_secret = "too-short-secret"
+    env = {**os.environ, "LOG_FORMAT": "json", "JWT_SECRET": short_secret}
+    done = subprocess.run(
+        [sys.executable, "-m", "taskservice.cli", "api"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["logger"]) == ("CRITICAL", "taskservice")
+    assert record["msg"].startswith("configuration error: JWT_SECRET must be at least 32 bytes")
+    assert short_secret not in line

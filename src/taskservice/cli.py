@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from taskservice import logs
@@ -39,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config()
-        # Before anything logs; gunicorn's own loggers join the same handler
-        # (gunicorn_logging.py), so every line of the process has one format.
-        logs.configure(config.log_format)
-        COMMANDS[args.command](config)
     except ConfigError as exc:
+        # Plain text: the log format is not known yet (LOG_FORMAT may be the bad value).
         print(f"taskservice: configuration error: {exc}", file=sys.stderr)
+        return 2
+    # Before anything logs; gunicorn's own loggers join the same handler (gunicorn_logging.py),
+    # so every line of the process has one format.
+    logs.configure(config.log_format)
+    try:
+        COMMANDS[args.command](config)
+    except ConfigError as exc:  # a setting only this command needs (the API's JWT secret)
+        logging.getLogger("taskservice").critical("configuration error: %s", exc)
         return 2
     except KeyboardInterrupt:
         return 130
