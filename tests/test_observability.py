@@ -261,6 +261,7 @@ def test_one_trace_links_the_request_the_publish_and_the_workers_spans(run):
     claim, finish = _only(trace, "task.claim"), _only(trace, "task.finish")
     sandbox = _only(trace, "sandbox.run")
     assert request.parent_id == ""  # the client sent no traceparent: the trace starts here
+    assert request.attributes["taskservice.request_id"] == REQUEST_ID
     assert publish.parent_id == request.span_id and publish.service == "taskservice-api"
     assert process.parent_id == publish.span_id and process.service == "taskservice-worker"
     assert publish.attributes["messaging.message.id"] == run.task_id

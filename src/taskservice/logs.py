@@ -7,7 +7,8 @@ Every record gets the context that applies to it, added by ``ContextFilter``:
   there, so lines logged before that carry none);
 - ``task_id``, ``request_id`` and ``attempt`` while the worker handles a task;
 - ``worker_id`` on every line of a worker process;
-- ``trace_id`` while a sampled span is current (tracing on; see ``tracing.py``).
+- ``trace_id`` inside a trace: a traced request, or a task whose message carried one
+  (see ``tracing.py``).
 
 The context lives in contextvars, so each request thread and each task thread has its own.
 python-json-logger rather than structlog: the service, gunicorn, pika and the OpenTelemetry

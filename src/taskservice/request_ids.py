@@ -67,7 +67,10 @@ class RequestIdMiddleware:
         request_id = sane(req.get_header(HEADER)) or new()
         req.context.request_id = request_id
         resp.set_header(HEADER, request_id)
-        span_context = trace.get_current_span().get_span_context()
+        span = trace.get_current_span()  # the request's, when tracing is on
+        if span.is_recording():
+            span.set_attribute("taskservice.request_id", request_id)  # to find its trace by it
+        span_context = span.get_span_context()
         trace_id = trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
         # The scope's log fields; the user id is read from req.context once auth has set it.
         req.env[_SCOPE_KEY] = logs.open_scope(request_id=request_id, _request_context=req.context)
