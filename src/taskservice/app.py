@@ -9,13 +9,14 @@ from pathlib import Path
 
 import falcon
 
-from taskservice import errors, http_errors
+from taskservice import errors, http_errors, tracing
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.readiness import Readiness
+from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
@@ -109,7 +110,9 @@ def create_app(
 
     # Metrics first: its clock starts before, and its count follows, every other middleware.
     metrics = MetricsMiddleware(collaborators.metrics)
-    app = falcon.App(middleware=[metrics, BodyLimitMiddleware(), AuthMiddleware(tokens)])
+    app = falcon.App(
+        middleware=[metrics, RequestIdMiddleware(), BodyLimitMiddleware(), AuthMiddleware(tokens)]
+    )
     app.req_options.strip_url_path_trailing_slash = False
     # JSON only: Falcon would otherwise also parse form bodies into media.
     app.req_options.media_handlers = falcon.media.Handlers(
@@ -147,6 +150,7 @@ def get_app(config: Config | None = None) -> falcon.App:
 
     config = config or load_config()
     config.check_api()
+    tracing.configure_api(config)  # here, after gunicorn's fork; a no-op unless tracing is on
     redis = redis_client(config.redis_url)  # connects on first use
     # All gunicorn processes' values, added up (taskservice.metrics.multiprocess).
     metrics = ApiMetrics(config.prometheus_multiproc_dir)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from taskservice import logs
 from taskservice.config import ConfigError, load_config
 
 
@@ -37,16 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskservice", description=__doc__)
     parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
-    )
-    # pika logs every connection step at INFO; its warnings and errors are what matter.
-    logging.getLogger("pika").setLevel(logging.WARNING)
     try:
         config = load_config()
-        COMMANDS[args.command](config)
     except ConfigError as exc:
+        # Plain text: the log format is not known yet (LOG_FORMAT may be the bad value).
         print(f"taskservice: configuration error: {exc}", file=sys.stderr)
+        return 2
+    # Before anything logs; gunicorn's own loggers join the same handler (gunicorn_logging.py),
+    # so every line of the process has one format.
+    logs.configure(config.log_format)
+    try:
+        COMMANDS[args.command](config)
+    except ConfigError as exc:  # a setting only this command needs (the API's JWT secret)
+        logging.getLogger("taskservice").critical("configuration error: %s", exc)
         return 2
     except KeyboardInterrupt:
         return 130

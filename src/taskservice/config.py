@@ -25,6 +25,8 @@ JWT_SECRET_PLACEHOLDER = "change-me-to-a-random-secret-of-at-least-32-bytes"  # 
 # its container's start; before that the container is created and started, after it the worker
 # kills it, waits for its exit (allowing the engine up to 15 s) and stores the outcome.
 WORKER_STOP_SLACK_SECONDS = 20
+LOG_FORMATS = ("json", "text")
+TRACE_EXPORTERS = ("otlp", "console")
 
 
 class ConfigError(Exception):
@@ -98,7 +100,17 @@ class Config:
     # Where gunicorn's processes keep their metrics for /metrics to add up; empty: `taskservice
     # api` makes a fresh temporary directory (see taskservice.metrics.multiprocess).
     prometheus_multiproc_dir: str = ""
+    # LOG_FORMAT: "json" (one object per line) or "text"; see logs.py.
+    log_format: str = "text"
+    # OpenTelemetry's standard variable, but our switch: "none" (off, its default here) or a
+    # comma-separated list of TRACE_EXPORTERS. The SDK reads the other OTEL_* (tracing.py).
+    otel_traces_exporter: str = "none"
     languages: Mapping[str, Language] = field(default_factory=dict)
+
+    @property
+    def otel_traces_exporters(self) -> tuple[str, ...]:
+        names = (name.strip() for name in self.otel_traces_exporter.split(","))
+        return tuple(name for name in names if name and name != "none")
 
     def check_api(self) -> None:
         """Settings only the API needs; the worker can run without a JWT secret."""
@@ -223,6 +235,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "prometheus_multiproc_dir": _parse(
             env, "PROMETHEUS_MULTIPROC_DIR", str, defaults.prometheus_multiproc_dir
         ),
+        "log_format": _parse(env, "LOG_FORMAT", str, defaults.log_format).lower(),
+        "otel_traces_exporter": _parse(
+            env, "OTEL_TRACES_EXPORTER", str, defaults.otel_traces_exporter
+        ).lower(),
     }
     _in_range("JWT_TTL_SECONDS", values["jwt_ttl_seconds"], 1)
     _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
@@ -281,6 +297,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     ):
         if not values[name].startswith(schemes):
             raise ConfigError(f"{url_var} must start with {' or '.join(schemes)}")
+    if values["log_format"] not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    for name in values["otel_traces_exporter"].split(","):
+        if name.strip() not in (*TRACE_EXPORTERS, "none"):
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER: {name.strip()!r} is none of none, otlp, console"
+            )
     languages = default_languages(values["sandbox_image"])
     values["languages"] = languages
     return Config(**values)

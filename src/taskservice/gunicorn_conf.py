@@ -15,6 +15,8 @@ timeout = 60
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
+# Its logs in the service's format, on stderr, access lines included (gunicorn_logging.py).
+logger_class = "taskservice.gunicorn_logging.GunicornLogger"
 # Nothing is opened before the fork: each worker builds its own pool and publisher.
 preload_app = False
 

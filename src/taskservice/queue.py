@@ -15,6 +15,7 @@ import uuid
 import pika
 import pika.exceptions
 
+from taskservice import request_ids, tracing
 from taskservice.errors import BrokerUnavailable
 from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
 
@@ -132,13 +133,25 @@ class Publisher:
         return channel
 
     def publish(self, task_id: uuid.UUID) -> None:
-        """Return once the broker has the message on disk; raise BrokerUnavailable otherwise."""
+        """Return once the broker has the message on disk; raise BrokerUnavailable otherwise.
+
+        The message's headers carry the request id and the trace context of the request that
+        publishes it (none for the sweeper's resends), so the worker's logs and spans for the
+        task join the request's.
+        """
+        with tracing.publish_span(self._queue, task_id):
+            headers = request_ids.message_headers()
+            tracing.inject(headers)
+            self._publish(task_id, headers)
+
+    def _publish(self, task_id: uuid.UUID, headers: dict) -> None:
         self._start_keepalive()
         body = encode_message(task_id)
         properties = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=str(task_id),
+            headers=headers or None,
         )
         error: Exception | None = None
         mine = self._thread_channel()

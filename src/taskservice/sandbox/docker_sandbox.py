@@ -16,6 +16,7 @@ import time
 import docker
 import docker.errors
 import requests.exceptions
+from opentelemetry import trace
 
 from taskservice.config import Language
 from taskservice.metrics import DOCKER, NO_METRICS, NoMetrics
@@ -28,6 +29,8 @@ from taskservice.sandbox.outcome import EndedBy, classify
 from taskservice.sandbox.spec import SandboxJob, SandboxSettings, container_spec, encode_input
 
 log = logging.getLogger(__name__)
+# OpenTelemetry's global tracer: a no-op until the worker sets up a provider (taskservice.tracing).
+_tracer = trace.get_tracer(__name__)
 
 # Pinned rather than negotiated: negotiation asks the engine at construction, so a worker started
 # while the engine is down would crash instead of retrying. 1.41 is Docker 20.10, the oldest
@@ -71,8 +74,15 @@ class DockerSandbox:
 
     def run(self, job: SandboxJob) -> RunOutcome:
         """Run one job in a new container and always remove the container afterwards."""
+        with _tracer.start_as_current_span(
+            "sandbox.run", attributes={"taskservice.task_id": job.task_id}
+        ):
+            return self._run(job)
+
+    def _run(self, job: SandboxJob) -> RunOutcome:
         began = time.monotonic()
-        container = self._create(job)
+        with _tracer.start_as_current_span("sandbox.create"):
+            container = self._create(job)
         with self._active_lock:
             self._active[container.id] = container
             stopping = self._stopping
@@ -86,7 +96,8 @@ class DockerSandbox:
         finally:
             with self._active_lock:
                 self._active.pop(container.id, None)
-            self._remove(container)
+            with _tracer.start_as_current_span("sandbox.remove"):
+                self._remove(container)
 
     def kill_all(self) -> None:
         """Kill every running sandbox (the worker's hard stop); their tasks will run again."""
@@ -138,14 +149,17 @@ class DockerSandbox:
         attach = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         sock: socket.socket = getattr(attach, "_sock", attach)
         try:
-            container.start()
+            with _tracer.start_as_current_span("sandbox.start"):
+                container.start()
             started = time.monotonic()
             self._metrics.sandbox_started(started - began)
         except BaseException:
             self._close_attach(attach, sock)
             raise  # nothing ran: the engine's failure, which the caller may retry
         try:
-            return self._supervise(container, job, attach, sock, started)
+            # From the start until the exit status is known: the program's own run.
+            with _tracer.start_as_current_span("sandbox.wait"):
+                return self._supervise(container, job, attach, sock, started)
         except (*_DOCKER_ERRORS, OSError) as exc:
             # The program ran, or may have: running it again would not be honest, so the task
             # ends `error` instead of being retried.

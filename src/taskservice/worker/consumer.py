@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 
+from taskservice import logs, request_ids, tracing
 from taskservice.config import Config
 from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
 from taskservice.queue import connection_parameters, declare_topology, decode_message
@@ -145,9 +146,19 @@ class Consumer:
             self._metrics.redelivered()
             log.info("task %s delivered again while running here; settled when it ends", task_id)
             return
-        self._executor.submit(self._work, task_id)
+        self._executor.submit(self._work, task_id, properties.headers)
 
-    def _work(self, task_id: uuid.UUID) -> None:
+    def _work(self, task_id: uuid.UUID, headers: dict | None) -> None:
+        # The task's log lines carry the request id of the submission that sent it, and its
+        # spans join that request's trace.
+        parent = tracing.extract(headers)
+        with (
+            logs.bind(task_id=str(task_id), request_id=request_ids.from_message(headers)),
+            tracing.process_span(self._config.queue_name, task_id, parent),
+        ):
+            self._handle(task_id)
+
+    def _handle(self, task_id: uuid.UUID) -> None:
         settle = None
         try:
             result = self._runner.handle(task_id)

@@ -14,6 +14,7 @@ import signal
 import threading
 import uuid
 
+from taskservice import logs, tracing
 from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
 from taskservice.sandbox import SandboxSettings
@@ -81,6 +82,8 @@ def run_worker(config: Config) -> None:
     delivery = DeliveryStore(db, changes=cache)
     registry = WorkerRegistry(db)
     worker_id = uuid.uuid4()
+    logs.bind_process(worker_id=str(worker_id))  # on every line this process logs from now on
+    tracing.configure(config, "taskservice-worker")  # a no-op unless tracing is on
     shutdown = Shutdown(on_cold_stop=sandbox.kill_all)
     runner = TaskRunner(config, delivery, sandbox, worker_id, shutdown=shutdown, metrics=metrics)
     consumer = Consumer(config, runner, shutdown, metrics=metrics)
@@ -149,3 +152,4 @@ def run_worker(config: Config) -> None:
         if metrics_server is not None:
             metrics_server.stop()
         log.info("worker %s stopped", worker_id)
+        tracing.shutdown()  # the last tasks' spans

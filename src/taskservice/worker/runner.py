@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from taskservice import logs
 from taskservice.clock import Clock, utc_now
 from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
@@ -14,6 +15,7 @@ from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.sandbox import SandboxFailure, SandboxJob, SandboxUnavailable
 from taskservice.store.delivery import ClaimResult, DeliveryStore
+from taskservice.tracing import tracer
 from taskservice.worker.backoff import Backoff
 from taskservice.worker.shutdown import Shutdown
 
@@ -51,13 +53,19 @@ class TaskRunner:
         Returning means the message may be acked: the task is in a final state, or was never
         ours to run (unknown id, already final, or still owned by a live worker for too long).
         """
-        claim, task = self._claim(task_id)
+        with tracer.start_as_current_span("task.claim") as span:
+            claim, task = self._claim(task_id)
+            span.set_attribute("taskservice.claim", claim.value)
+        if task is not None:
+            logs.annotate(attempt=task.attempt)
         if claim is ClaimResult.GAVE_UP and task is not None:
             self._metrics.task_finished(task.language, TaskStatus.ERROR.value)
         if claim is not ClaimResult.CLAIMED:
             log.info("task %s: %s, nothing to run", task_id, claim.value)
             return claim.value
         assert task is not None
+        # Not in the form "task <id> attempt <n>: <status>", the outcome line that tests count.
+        log.info("running task %s, attempt %d (%s)", task.id, task.attempt, task.language)
         waited = None
         if task.created_at is not None and task.started_at is not None:
             waited = (task.started_at - task.created_at).total_seconds()
@@ -80,9 +88,11 @@ class TaskRunner:
             )
         # One finishing time for every try: a retry after a lost answer recognises its own write.
         finished_at = self._clock()
-        stored = self._retry_db(
-            lambda: self._delivery.finish(task.id, task.attempt, outcome, finished_at)
-        )
+        with tracer.start_as_current_span("task.finish") as span:
+            span.set_attribute("taskservice.task.status", outcome.status.value)
+            stored = self._retry_db(
+                lambda: self._delivery.finish(task.id, task.attempt, outcome, finished_at)
+            )
         log.info(
             "task %s attempt %d: %s%s",
             task.id,
