@@ -5,6 +5,9 @@ shape, served with the service's own gunicorn settings.
 Load comes from wrk (Debian's package) on this machine, with bench/wrk_report.lua. No worker
 runs: the submitted tasks stay queued, and go away with the run's database and queue.
 
+Both servers run with the same API_WORKERS and API_THREADS (the service's settings, from the
+environment: `API_THREADS=4 python -m bench.api` measures both sides with 4 threads each).
+
 Knobs: BENCH_API_SECONDS (10) per measurement, BENCH_API_CONNECTIONS (64).
 """
 
@@ -87,11 +90,22 @@ def main() -> None:
     seconds = knob("API_SECONDS", 10)
     connections = knob("API_CONNECTIONS", 64)
     quiet = wait_for_quiet_machine()
-    print(f"api: wrk, {connections} connections, {seconds} s each, service vs bare Falcon")
+    with private_config() as config:
+        # Said explicitly to both servers: the bare app must not run with other settings.
+        gunicorn = {"API_WORKERS": str(config.api_workers), "API_THREADS": str(config.api_threads)}
+        print(
+            f"api: wrk, {connections} connections, {seconds} s each, service vs bare Falcon,"
+            f" {config.api_workers} processes x {config.api_threads} threads each"
+        )
+        runs = measure_both(config, gunicorn, seconds, connections)
+    report(config, runs, seconds, connections, quiet)
+
+
+def measure_both(config, gunicorn: dict[str, str], seconds: int, connections: int) -> dict:
+    bare_env = process_env(config, config.jwt_secret, **gunicorn)
     with (
-        private_config() as config,
-        Service(config, worker=False) as service,
-        BareGunicorn("bench.bare_app:app", process_env(config, config.jwt_secret)) as bare,
+        Service(config, worker=False, **gunicorn) as service,
+        BareGunicorn("bench.bare_app:app", bare_env) as bare,
     ):
         client = Client(service.base)
         task_id = client.submit()
@@ -110,7 +124,10 @@ def main() -> None:
                 "POST /task", api, service.base + submit, "POST", TASK_BODY, token, **load
             ),
         }
+    return runs
 
+
+def report(config, runs: dict, seconds: int, connections: int, quiet: dict) -> None:
     def p99_ms(run: str) -> float:
         return runs[run]["latency_us"]["p99"] / 1000
 
@@ -151,6 +168,7 @@ def main() -> None:
                 "connections": connections,
                 "wrk_threads": WRK_THREADS,
                 "api_workers": config.api_workers,
+                "api_threads": config.api_threads,
                 "db_pool_size": config.db_pool_size,
             },
             "quiet": quiet,
