@@ -17,6 +17,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+from collections import Counter
+from urllib.parse import urlsplit
 
 from bench.common import (
     ROOT,
@@ -27,6 +30,7 @@ from bench.common import (
     knob,
     print_comparisons,
     private_config,
+    server_connections,
     tree_cpu_seconds,
     wait_for_quiet_machine,
     write_results,
@@ -67,19 +71,49 @@ def wrk(url: str, seconds: int, connections: int, method: str, body: str, token:
     return summary
 
 
-def measure(name: str, server_pid: int, url: str, method: str, body: str, token: str, **load):
+def measure(
+    name: str,
+    server_pid: int,
+    url: str,
+    method: str,
+    body: str,
+    token: str,
+    ignore_ports: frozenset[int] = frozenset(),
+    **load,
+):
     """wrk against ``url``; adds the server's CPU time per request (its processes only), which
-    says what a request costs even when the machine is too busy for the rates to mean much.
+    says what a request costs even when the machine is too busy for the rates to mean much, and
+    how wrk's connections were spread over the server's processes halfway through (gunicorn's
+    processes race to accept each connection; one may get them all). Connections from the
+    client ports in ``ignore_ports`` are not wrk's.
     """
     wrk(url, WARMUP_SECONDS, load["connections"], method, body, token)  # pools opened
+    spread: list[int] = []
+
+    def sample() -> None:
+        owners = Counter(
+            seen["pid"]
+            for port, seen in server_connections(urlsplit(url).port).items()
+            if port not in ignore_ports and seen["pid"] is not None
+        )
+        spread.extend(sorted(owners.values(), reverse=True))
+
+    halfway = threading.Timer(load["seconds"] / 2, sample)
+    halfway.start()
     cpu_before = tree_cpu_seconds(server_pid)
-    result = wrk(url, load["seconds"], load["connections"], method, body, token)
+    try:
+        result = wrk(url, load["seconds"], load["connections"], method, body, token)
+    finally:
+        halfway.cancel()
     cpu = tree_cpu_seconds(server_pid) - cpu_before
+    halfway.join()
     result["server_cpu_ms_per_request"] = round(cpu * 1000 / max(result["requests"], 1), 3)
+    result["connections_per_process"] = spread
     print(
         f"  {name:<12} {result['rps']:>8.1f} req/s  p99 {result['latency_us']['p99'] / 1000:7.1f}"
         f" ms  errors {result['error_count']}"
         f"  server CPU {result['server_cpu_ms_per_request']:.3f} ms/request"
+        f"  connections per process {spread}"
     )
     return result
 

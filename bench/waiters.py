@@ -217,7 +217,7 @@ def with_waiters(service: Service, token: str, task_ids: list[str], hold: float,
         f" (per API process: {sorted(by_process.values(), reverse=True)}),"
         f" {unread} more accepted but queued unread"
     )
-    run = measure_status("with waiters")
+    run = measure_status("with waiters", frozenset(waiter.local_port for waiter in waiters))
     measured_until = time.monotonic()
     held_after = held(waiters, port)[0]
     answered_early = sum(
@@ -284,12 +284,14 @@ def main() -> None:
             client.close()
             url = f"{service.base}/status/{status_task}"
 
-            def measure_status(name: str) -> dict:
+            def measure_status(name: str, waiter_ports: frozenset[int] = frozenset()) -> dict:
                 load = {"seconds": seconds, "connections": connections}
                 probe = Probe(url, token)
                 probe.start()
                 try:
-                    run = measure(name, service.api.pid, url, "GET", "", token, **load)
+                    run = measure(
+                        name, service.api.pid, url, "GET", "", token, waiter_ports, **load
+                    )
                 finally:
                     run_probe = probe.stop()
                 run["probe"] = run_probe
