@@ -73,8 +73,10 @@ bench: venv services docker image
 	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq \
 	  && apt-get install -y -qq wrk >/dev/null; } || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 1; }
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.wait_latency
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.waiters
 	$(BIN)/python -m bench.footprint
 	@$(BIN)/python -m bench.report
 

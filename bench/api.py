@@ -5,6 +5,9 @@ shape, served with the service's own gunicorn settings.
 Load comes from wrk (Debian's package) on this machine, with bench/wrk_report.lua. No worker
 runs: the submitted tasks stay queued, and go away with the run's database and queue.
 
+Both servers run with the same API_WORKERS and API_THREADS (the service's settings, from the
+environment: `API_THREADS=4 python -m bench.api` measures both sides with 4 threads each).
+
 Knobs: BENCH_API_SECONDS (10) per measurement, BENCH_API_CONNECTIONS (64).
 """
 
@@ -14,6 +17,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+from collections import Counter
+from urllib.parse import urlsplit
 
 from bench.common import (
     ROOT,
@@ -24,6 +30,7 @@ from bench.common import (
     knob,
     print_comparisons,
     private_config,
+    server_connections,
     tree_cpu_seconds,
     wait_for_quiet_machine,
     write_results,
@@ -64,19 +71,49 @@ def wrk(url: str, seconds: int, connections: int, method: str, body: str, token:
     return summary
 
 
-def measure(name: str, server_pid: int, url: str, method: str, body: str, token: str, **load):
+def measure(
+    name: str,
+    server_pid: int,
+    url: str,
+    method: str,
+    body: str,
+    token: str,
+    ignore_ports: frozenset[int] = frozenset(),
+    **load,
+):
     """wrk against ``url``; adds the server's CPU time per request (its processes only), which
-    says what a request costs even when the machine is too busy for the rates to mean much.
+    says what a request costs even when the machine is too busy for the rates to mean much, and
+    how wrk's connections were spread over the server's processes halfway through (gunicorn's
+    processes race to accept each connection; one may get them all). Connections from the
+    client ports in ``ignore_ports`` are not wrk's.
     """
     wrk(url, WARMUP_SECONDS, load["connections"], method, body, token)  # pools opened
+    spread: list[int] = []
+
+    def sample() -> None:
+        owners = Counter(
+            seen["pid"]
+            for port, seen in server_connections(urlsplit(url).port).items()
+            if port not in ignore_ports and seen["pid"] is not None
+        )
+        spread.extend(sorted(owners.values(), reverse=True))
+
+    halfway = threading.Timer(load["seconds"] / 2, sample)
+    halfway.start()
     cpu_before = tree_cpu_seconds(server_pid)
-    result = wrk(url, load["seconds"], load["connections"], method, body, token)
+    try:
+        result = wrk(url, load["seconds"], load["connections"], method, body, token)
+    finally:
+        halfway.cancel()
     cpu = tree_cpu_seconds(server_pid) - cpu_before
+    halfway.join()
     result["server_cpu_ms_per_request"] = round(cpu * 1000 / max(result["requests"], 1), 3)
+    result["connections_per_process"] = spread
     print(
         f"  {name:<12} {result['rps']:>8.1f} req/s  p99 {result['latency_us']['p99'] / 1000:7.1f}"
         f" ms  errors {result['error_count']}"
         f"  server CPU {result['server_cpu_ms_per_request']:.3f} ms/request"
+        f"  connections per process {spread}"
     )
     return result
 
@@ -87,11 +124,22 @@ def main() -> None:
     seconds = knob("API_SECONDS", 10)
     connections = knob("API_CONNECTIONS", 64)
     quiet = wait_for_quiet_machine()
-    print(f"api: wrk, {connections} connections, {seconds} s each, service vs bare Falcon")
+    with private_config() as config:
+        # Said explicitly to both servers: the bare app must not run with other settings.
+        gunicorn = {"API_WORKERS": str(config.api_workers), "API_THREADS": str(config.api_threads)}
+        print(
+            f"api: wrk, {connections} connections, {seconds} s each, service vs bare Falcon,"
+            f" {config.api_workers} processes x {config.api_threads} threads each"
+        )
+        runs = measure_both(config, gunicorn, seconds, connections)
+    report(config, runs, seconds, connections, quiet)
+
+
+def measure_both(config, gunicorn: dict[str, str], seconds: int, connections: int) -> dict:
+    bare_env = process_env(config, config.jwt_secret, **gunicorn)
     with (
-        private_config() as config,
-        Service(config, worker=False) as service,
-        BareGunicorn("bench.bare_app:app", process_env(config, config.jwt_secret)) as bare,
+        Service(config, worker=False, **gunicorn) as service,
+        BareGunicorn("bench.bare_app:app", bare_env) as bare,
     ):
         client = Client(service.base)
         task_id = client.submit()
@@ -110,7 +158,10 @@ def main() -> None:
                 "POST /task", api, service.base + submit, "POST", TASK_BODY, token, **load
             ),
         }
+    return runs
 
+
+def report(config, runs: dict, seconds: int, connections: int, quiet: dict) -> None:
     def p99_ms(run: str) -> float:
         return runs[run]["latency_us"]["p99"] / 1000
 
@@ -151,6 +202,7 @@ def main() -> None:
                 "connections": connections,
                 "wrk_threads": WRK_THREADS,
                 "api_workers": config.api_workers,
+                "api_threads": config.api_threads,
                 "db_pool_size": config.db_pool_size,
             },
             "quiet": quiet,

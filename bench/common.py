@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import subprocess
 import sys
@@ -176,6 +177,32 @@ def tree_cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
+def server_connections(port: int) -> dict[int, dict]:
+    """The established TCP connections to ``port`` on this machine, from the server's side
+    (``ss -tnp``), by the client's port: ``unread``, the bytes received that the server has not
+    read yet (Recv-Q), and ``pid``, the process that accepted it (None: still in the listening
+    socket's queue, not accepted yet).
+    """
+    listed = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    connections = {}
+    for line in listed.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        owner = re.search(r"pid=(\d+)", line)
+        connections[int(fields[3].rsplit(":", 1)[1])] = {
+            "unread": int(fields[0]),
+            "pid": int(owner.group(1)) if owner else None,
+        }
+    return connections
+
+
 # --- results -----------------------------------------------------------------------------------
 
 
@@ -318,8 +345,9 @@ class Client:
     # than found closed by the server halfway through a request.
     _REUSE_WITHIN_SECONDS = 2.0
 
-    def __init__(self, base: str, token: str | None = None):
+    def __init__(self, base: str, token: str | None = None, timeout: float = 30):
         self.base = base
+        self.timeout = timeout  # seconds a call may take; longer for `?wait=` calls
         parts = urlsplit(base)
         self._address = (parts.hostname, parts.port)
         self._connection: http.client.HTTPConnection | None = None
@@ -349,7 +377,7 @@ class Client:
         ):
             self.close()
         if self._connection is None:
-            self._connection = http.client.HTTPConnection(*self._address, timeout=30)
+            self._connection = http.client.HTTPConnection(*self._address, timeout=self.timeout)
         try:
             self._connection.request(method, path, body=payload, headers=headers)
             response = self._connection.getresponse()
@@ -363,7 +391,7 @@ class Client:
 
     def clone(self) -> Client:
         """The same user on a connection of its own, for another thread."""
-        return Client(self.base, self.token)
+        return Client(self.base, self.token, self.timeout)
 
     def submit(self, code: str = TRIVIAL_CODE) -> str:
         status, answer = self._call("POST", "/task", {"code": code})
@@ -379,6 +407,12 @@ class Client:
         if status != 200:
             raise RuntimeError(f"result: {status} {answer}")
         return answer
+
+    def wait_result(self, task_id: str, seconds: float) -> tuple[int, dict | None]:
+        """`GET /result?wait=`: (200, the result) once final, (202, the status) if the wait ended
+        first; the connection's timeout must outlast ``seconds``.
+        """
+        return self._call("GET", f"/result/{task_id}?wait={seconds:g}")
 
     def status(self, task_id: str) -> dict:
         status, answer = self._call("GET", f"/status/{task_id}")
