@@ -3,6 +3,7 @@ when Redis is away; and `?wait=` on the real processes, with a real worker."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -156,3 +157,57 @@ def test_post_task_with_wait_answers_the_result_on_the_real_service(config, tmp_
             timeout=60,
         )
         assert waited.status_code == 200 and waited.json()["status"] == "succeeded"
+
+
+def test_waits_over_the_cap_answer_at_once_and_leave_threads_free(config):
+    waits = TaskWaits(redis_client(config.redis_url), max_waiting=1)
+    held = threading.Event()
+    checks = []
+
+    def never_done(fresh: bool) -> bool:
+        checks.append(fresh)
+        held.set()
+        return False
+
+    first = threading.Thread(target=waits.wait, args=(uuid.uuid4(), 30, never_done))
+    first.start()
+    assert held.wait(10)
+    checks.clear()
+    assert waits.wait(uuid.uuid4(), 30, never_done) is False
+    assert checks == []  # over the cap: not even checked, the caller answers what it has
+    waits.close()  # ends the first wait too
+    first.join(10)
+    assert not first.is_alive()
+
+
+def test_a_stopping_api_answers_held_requests_before_it_goes(config, tmp_path):
+    with running_service(config, TEST_JWT_SECRET, tmp_path, MAX_WAIT_SECONDS="120") as (
+        base,
+        api,
+        worker,
+    ):
+        worker.stop()  # nothing will run the task: the wait could only end by its deadline
+        user = ApiUser(base)
+        task_id = user.submit("print(1)")
+        answers = []
+
+        def held_request():
+            answers.append(
+                requests.get(
+                    f"{base}/result/{task_id}",
+                    params={"wait": "120"},
+                    headers=user.headers,
+                    timeout=60,
+                )
+            )
+
+        client = threading.Thread(target=held_request)
+        client.start()
+        # Give the request time to reach its wait. Should it not have, the stopping API refuses
+        # it and the test fails: it cannot pass without a request held over the SIGTERM.
+        time.sleep(1)
+        api.signal(signal.SIGTERM)
+        client.join(60)
+        assert answers and answers[0].status_code == 202, answers
+        assert answers[0].json()["status"] == "queued"
+        assert api.popen.wait(timeout=30) == 0

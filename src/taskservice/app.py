@@ -161,7 +161,7 @@ def get_app(config: Config | None = None) -> falcon.App:
         ),
         hasher=PasswordHasher(config.bcrypt_rounds),
         cache=StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics),
-        waits=TaskWaits(redis, metrics=metrics),
+        waits=TaskWaits(redis, metrics=metrics, max_waiting=config.max_waiting_requests),
         metrics=metrics,
     )
     return create_app(config, collaborators)

@@ -65,7 +65,7 @@ class Config:
     api_workers: int = 2
     # Threads per API process. A request waiting for a task (`?wait=`) holds one, so there are
     # enough for a few hundred waiting clients beside the short requests (bench/waiters.py).
-    api_threads: int = 128
+    api_threads: int = 256
     # Chosen with bench/throughput.py on 2 cores: trivial tasks complete ~5-8% faster at 3
     # than at 2 (the container start leaves a core idle at 2), and slower again at 4.
     worker_concurrency: int = 3
@@ -111,6 +111,12 @@ class Config:
     def otel_traces_exporters(self) -> tuple[str, ...]:
         names = (name.strip() for name in self.otel_traces_exporter.split(","))
         return tuple(name for name in names if name and name != "none")
+
+    @property
+    def max_waiting_requests(self) -> int:
+        """Requests of one API process that may wait (`?wait=`) at once: an eighth of its
+        threads, at least 2, stay free for everything else."""
+        return max(1, self.api_threads - max(2, self.api_threads // 8))
 
     def check_api(self) -> None:
         """Settings only the API needs; the worker can run without a JWT secret."""

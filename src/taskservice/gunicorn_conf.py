@@ -35,3 +35,20 @@ def child_exit(server, worker):
 
 def on_exit(server):
     _metrics_dir.remove()
+
+
+def post_worker_init(worker):
+    # A request held by `?wait=` would keep a stopping process for up to MAX_WAIT_SECONDS, past
+    # the graceful timeout: on SIGTERM, answer the held requests first, then stop as usual.
+    import signal
+
+    from taskservice.waits import end_all_waits
+
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def end_waits_then_stop(signum, frame):
+        end_all_waits()
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, end_waits_then_stop)

@@ -10,8 +10,16 @@ While the listener is not subscribed (Redis away, or reconnecting), waiting requ
 PostgreSQL instead, once per ``fallback_interval`` each; every change of the listener's state
 wakes them all, so none sleeps through a change it could not be told of.
 
-Holding a request holds one of the API's threads (gunicorn's gthread worker); ``API_THREADS``
-sizes them so that waiting requests leave room for the rest (see README, Performance).
+Holding a request holds one of the API's threads (gunicorn's gthread worker), so at most
+``max_waiting`` requests of a process wait at once: the rest of its threads stay free for short
+requests, and a request over the cap is answered at once, as if it had not asked to wait (a 202
+with Retry-After). Without the cap a process whose threads all wait still accepts connections
+(and, its threads being idle, wins most of them) and leaves them unanswered. While Redis is up a
+waiter also checks the task every ``recheck_interval`` (the cache first), which bounds the
+wait of one whose signal was never sent (a worker whose write to Redis failed).
+
+A stopping process (gunicorn's SIGTERM: ``end_all_waits``) ends every wait at once, so held
+requests are answered within the graceful timeout instead of being cut off.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -33,6 +42,14 @@ log = logging.getLogger(__name__)
 # check(fresh) -> whether the wait is over; fresh: read PostgreSQL, not the cache.
 Check = Callable[[bool], bool]
 
+_ALL_WAITS: weakref.WeakSet[TaskWaits] = weakref.WeakSet()
+
+
+def end_all_waits() -> None:
+    """End every wait of this process now (it is stopping); waiters answer what they have."""
+    for waits in list(_ALL_WAITS):
+        waits.close()
+
 
 class TaskWaits:
     def __init__(
@@ -41,8 +58,12 @@ class TaskWaits:
         fallback_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         metrics: NoMetrics = NO_METRICS,
+        max_waiting: int = 1_000_000,
+        recheck_interval: float = 5.0,
     ):
         self._client = client
+        self._slots = threading.BoundedSemaphore(max_waiting)
+        self._recheck_interval = recheck_interval
         self._metrics = metrics
         self._fallback_interval = fallback_interval
         self._monotonic = monotonic
@@ -51,13 +72,26 @@ class TaskWaits:
         self._listening = False
         self._listener: threading.Thread | None = None
         self._stopped = threading.Event()
+        _ALL_WAITS.add(self)
 
     @property
     def listening(self) -> bool:
         return self._listening
 
     def wait(self, task_id: uuid.UUID, timeout: float, check: Check) -> bool:
-        """Until ``check`` says the wait is over (True) or ``timeout`` seconds pass (False)."""
+        """Until ``check`` says the wait is over (True) or ``timeout`` seconds pass (False).
+
+        Without a free slot (too many waiting already), or in a stopping process, it does not
+        wait: False at once.
+        """
+        if self._stopped.is_set() or not self._slots.acquire(blocking=False):
+            return False
+        try:
+            return self._wait(task_id, timeout, check)
+        finally:
+            self._slots.release()
+
+    def _wait(self, task_id: uuid.UUID, timeout: float, check: Check) -> bool:
         self._start_listener()
         deadline = self._monotonic() + timeout
         woken = threading.Event()
@@ -69,9 +103,10 @@ class TaskWaits:
                 if check(not listening):
                     return True
                 remaining = deadline - self._monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._stopped.is_set():
                     return False
-                woken.wait(remaining if listening else min(remaining, self._fallback_interval))
+                pause = self._recheck_interval if listening else self._fallback_interval
+                woken.wait(min(remaining, pause))
                 woken.clear()
         finally:
             with self._lock:
@@ -81,7 +116,9 @@ class TaskWaits:
                     del self._waiters[task_id]
 
     def close(self) -> None:
+        """Stop the listener and end every wait now."""
         self._stopped.set()
+        self._wake_all()
 
     # --- the listener ---------------------------------------------------------------------
 
