@@ -206,3 +206,34 @@ def test_repeating_an_idempotent_request_does_not_pile_up_messages(config, db, h
     finally:
         connection.close()
         publisher.close()
+
+
+def test_resends_the_broker_refused_are_given_back(db, config, user_id, clock):
+    from taskservice.worker.sweeper import Sweeper
+    from tests.service import free_port
+
+    tasks, delivery, registry = TaskStore(db), DeliveryStore(db), WorkerRegistry(db)
+    sweeper_id = uuid.uuid4()
+    registry.heartbeat(sweeper_id, "host", 1, LEASE)
+    stale = [tasks.create(uuid.uuid4(), user_id, request(), clock())[0] for _ in range(3)]
+    for task in stale:
+        set_ago(db, "tasks.created_at", config.queued_resend_seconds + 60, task.id)
+    nowhere = Publisher(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", "q", 1)
+    sweeper = Sweeper(config, delivery, registry, nowhere, sweeper_id)
+    assert sweeper.sweep() == []  # the broker is away: nothing sent
+    with db.transaction() as cursor:
+        cursor.execute(
+            "SELECT resends FROM tasks WHERE id = ANY(%s)", ([task.id for task in stale],)
+        )
+        assert [row["resends"] for row in cursor.fetchall()] == [0, 0, 0]
+    nowhere.close()
+
+
+def test_a_worker_of_the_previous_version_can_still_beat(db):
+    # It knows nothing of connected_since: its INSERT must not fail during a rolling upgrade.
+    with db.transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at)"
+            " VALUES (%s, 'old', 1, now(), now())",
+            (uuid.uuid4(),),
+        )

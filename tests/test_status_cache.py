@@ -178,3 +178,10 @@ def test_a_write_that_fails_removes_the_entry_it_could_not_replace(cache, redis)
     redis.set(entry_key(task.id), "not a hash")  # any write to it now fails (WRONGTYPE)
     assert not cache.put(TaskResult(task, None))
     assert not redis.exists(entry_key(task.id))
+
+
+def test_what_a_reader_read_of_a_running_task_is_trusted_briefly(cache, wall):
+    running = a_task(TaskStatus.RUNNING, attempts=1)
+    cache.put(TaskResult(running, None), read_back=True)
+    wall.now = STARTED.timestamp() + QUEUED_TRUST_SECONDS + 0.5
+    assert cache.get(running.id) is None  # not until the deadline: a finish may be lost

@@ -103,7 +103,11 @@ class TaskSubmissions:
             if task.status is TaskStatus.QUEUED and self._tasks.mark_resend(
                 task.id, REPEAT_RESEND_INTERVAL_SECONDS
             ):
-                self._publisher.publish(task.id)
+                try:
+                    self._publisher.publish(task.id)
+                except BrokerUnavailable:
+                    self._tasks.give_back_resend(task.id)  # not sent: the bound is for sends
+                    raise
             return task, False
         try:
             self._publisher.publish(task.id)

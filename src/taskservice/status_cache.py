@@ -16,7 +16,9 @@ The rules, and what each one guarantees:
    ``QUEUED_TRUST_SECONDS`` after it was written, `running` until its attempt's deadline (start
    plus time limit plus ``RUNNING_SLACK_SECONDS``). Past that a reader goes to PostgreSQL and
    writes what it found; an equal version is accepted when it is trusted for longer, which is
-   how the trust moves on. A final entry is trusted until it expires.
+   how the trust moves on. What a reader writes of a non-final state is trusted for
+   ``QUEUED_TRUST_SECONDS`` only: it may have been read just before a commit whose own write
+   was then refused or lost. A final entry is trusted until it expires.
 3. **A failed write removes the entry.** When a write-through is refused (an error reply) the writer
    deletes the key, so readers fall back to PostgreSQL rather than trust an entry that could not
    be replaced. (A write that fails because Redis is unreachable cannot delete either; rule 2
@@ -170,7 +172,10 @@ class StatusCache:
         """Write through the state just committed (``outcome`` with a final status)."""
         self.put(TaskResult(task, outcome if task.status.is_final else None))
 
-    def put(self, state: TaskResult) -> bool:
+    def put(self, state: TaskResult, read_back: bool = False) -> bool:
+        """Write ``state`` through. ``read_back``: a reader's fill from PostgreSQL, not a
+        writer's own commit; a non-final state read may already have moved on, so it is trusted
+        for ``QUEUED_TRUST_SECONDS`` only (a writer's later write may have been the one lost)."""
         task = state.task
         if task.status.is_final:
             trusted_until = FOREVER
@@ -180,14 +185,17 @@ class StatusCache:
             )
         else:
             trusted_until = self._wall_clock() + QUEUED_TRUST_SECONDS
+        if read_back and not task.status.is_final:
+            trusted_until = min(trusted_until, self._wall_clock() + QUEUED_TRUST_SECONDS)
         result = result_body(task, state.outcome) if state.outcome is not None else None
         return self._write(
             task.id,
             version_of(task),
             trusted_until,
             str(task.user_id),
-            json.dumps(status_body(task)),
-            json.dumps(result) if result is not None else "",
+            # Output as UTF-8, not \u escapes: up to 6 times smaller in Redis.
+            json.dumps(status_body(task), ensure_ascii=False),
+            json.dumps(result, ensure_ascii=False) if result is not None else "",
             self._ttl_ms,
         )
 
@@ -197,8 +205,9 @@ class StatusCache:
         return self._write(task_id, 0, until, "", "{}", "", ABSENT_TTL_SECONDS * 1000)
 
     def _write(self, task_id, version, trusted_until, owner, status, result, ttl_ms) -> bool:
-        if self._paused():
-            return False
+        # Not skipped while reads pause after a failure: a skipped write would leave the entry
+        # it should have replaced trusted (rule 3). An unreachable Redis refuses a connection at
+        # once, so the attempt costs next to nothing.
         keys = [entry_key(task_id), channel(task_id)]
         args = [version, repr(float(trusted_until)), owner, status, result, ttl_ms]
         try:
@@ -242,7 +251,7 @@ class NoCache:
     def task_changed(self, task: Task, outcome: RunOutcome | None) -> None:
         return None
 
-    def put(self, state: TaskResult) -> bool:
+    def put(self, state: TaskResult, read_back: bool = False) -> bool:
         return False
 
     def put_absent(self, task_id: uuid.UUID) -> bool:

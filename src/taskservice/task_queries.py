@@ -59,7 +59,7 @@ class TaskQueries:
         if found is None:
             self._cache.put_absent(task_id)
             return _UNKNOWN
-        self._cache.put(found)
+        self._cache.put(found, read_back=True)
         task, outcome = found.task, found.outcome
         return CachedTask(
             owner=task.user_id,

@@ -98,10 +98,14 @@ class TaskWaits:
         with self._lock:
             self._waiters[task_id].add(woken)
         try:
+            was_listening = self._listening
             while True:
                 listening = self._listening  # read before the check: see the module's docstring
-                if check(not listening):
+                # Without signals, and at each change of the listener's state (changes may have
+                # gone unsignalled meanwhile), the check reads PostgreSQL itself.
+                if check(not listening or listening != was_listening):
                     return True
+                was_listening = listening
                 remaining = deadline - self._monotonic()
                 if remaining <= 0 or self._stopped.is_set():
                     return False
@@ -134,6 +138,13 @@ class TaskWaits:
             self._listener.start()
 
     def _listen_until_stopped(self) -> None:
+        try:
+            self._listen()
+        finally:
+            # However the thread ends, waiters must not go on trusting signals that stopped.
+            self._set_listening(False)
+
+    def _listen(self) -> None:
         pause = 0.5
         while not self._stopped.is_set():
             pubsub = self._client.pubsub()
@@ -147,8 +158,9 @@ class TaskWaits:
                         self._set_listening(True)
                         pause = 0.5
                     elif message["type"] == "pmessage":
-                        self._wake(task_id_of_channel(message["channel"].decode()))
-            except (redis.RedisError, OSError) as exc:
+                        channel = message["channel"].decode(errors="replace")
+                        self._wake(task_id_of_channel(channel))
+            except Exception as exc:
                 self._metrics.dependency_error(REDIS)
                 if self._listening:
                     log.warning("task change signals lost, waiting on PostgreSQL: %s", exc)
@@ -160,7 +172,6 @@ class TaskWaits:
                     pubsub.close()
                 except (redis.RedisError, OSError):
                     log.debug("closing the task change subscription failed", exc_info=True)
-        self._set_listening(False)
 
     def _set_listening(self, listening: bool) -> None:
         if listening == self._listening:

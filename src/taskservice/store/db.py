@@ -55,6 +55,11 @@ class Database:
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=2,
+            # Data sent but not acknowledged for 10 s (a partition mid-statement) fails the
+            # connection, instead of TCP retransmitting for minutes: a heartbeat blocked that
+            # long would otherwise land long after the network healed, when other workers may
+            # already have judged this one gone.
+            tcp_user_timeout=10000,
             options="-c statement_timeout=30000",
         )
 

@@ -232,6 +232,14 @@ class DeliveryStore:
             )
             return [row["id"] for row in cursor.fetchall()]
 
+    def give_back_resends(self, task_ids: list[uuid.UUID]) -> None:
+        """Undo the count of resends that were counted but never sent (the broker refused)."""
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = ANY(%s)",
+                (list(task_ids),),
+            )
+
 
 def _claimed(row) -> ClaimedTask:
     return ClaimedTask(

@@ -169,3 +169,10 @@ class TaskStore:
                 (task_id, MAX_RESENDS, min_interval_seconds),
             )
             return cursor.rowcount == 1
+
+    def give_back_resend(self, task_id: uuid.UUID) -> None:
+        """Undo ``mark_resend`` for a resend the broker refused."""
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = %s", (task_id,)
+            )

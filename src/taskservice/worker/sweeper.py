@@ -50,21 +50,33 @@ class Sweeper:
                 # and a bounded number of times (delivery.MAX_RESENDS).
                 resend_after_seconds=max(60.0, 6 * config.worker_lease_seconds),
             )
-            self._registry.forget_stale(FORGET_WORKERS_AFTER_SECONDS)
         except DatabaseUnavailable as exc:
             log.warning("sweep skipped: %s", exc)
             return []
         published = []
-        for task_id in due:
+        for index, task_id in enumerate(due):
             try:
                 self._publisher.publish(task_id)
             except BrokerUnavailable as exc:
-                # Marked as resent all the same: the next try comes after the resend interval.
+                # Counted as resent by the query, but not sent: give their count back, so a
+                # broker outage cannot use up a task's bounded resends. (They stay paused for
+                # the resend interval: the broker is away anyway.)
                 log.warning("could not re-queue task %s: %s", task_id, exc)
+                self._give_back(due[index:])
                 break
             published.append(task_id)
             log.warning("re-queued task %s: nothing else would have moved it", task_id)
+        try:
+            self._registry.forget_stale(FORGET_WORKERS_AFTER_SECONDS)
+        except DatabaseUnavailable as exc:
+            log.warning("could not forget stale workers: %s", exc)
         return published
+
+    def _give_back(self, task_ids: list[uuid.UUID]) -> None:
+        try:
+            self._delivery.give_back_resends(task_ids)
+        except DatabaseUnavailable as exc:
+            log.warning("could not give back the resends of %d tasks: %s", len(task_ids), exc)
 
     def run_until(self, stopped: threading.Event) -> None:
         while not stopped.is_set():
