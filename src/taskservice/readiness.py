@@ -105,6 +105,9 @@ class Readiness:
         self._timeout = timeout_seconds
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        # One check per service at a time: a flood of calls, or a service that hangs, shares
+        # the check in flight instead of queueing new connections behind it.
+        self._in_flight: dict[str, concurrent.futures.Future] = {}
 
     @classmethod
     def of_service(cls, config: Config) -> Readiness:
@@ -129,7 +132,13 @@ class Readiness:
     def check(self) -> Report:
         """Ask every service at once; one that has not answered within the timeout is away."""
         pool = self._pool()
-        futures = {name: pool.submit(check) for name, check in self._checks.items()}
+        futures = {}
+        with self._lock:
+            for name, check in self._checks.items():
+                running = self._in_flight.get(name)
+                if running is None or running.done():
+                    running = self._in_flight[name] = pool.submit(check)
+                futures[name] = running
         deadline = time.monotonic() + self._timeout
         parts = {}
         for name, future in futures.items():
