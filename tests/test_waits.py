@@ -201,11 +201,17 @@ def test_a_stopping_api_answers_held_requests_before_it_goes(config, tmp_path):
                 )
             )
 
+        redis = redis_client(config.redis_url)
+        subscriptions_before = redis.execute_command("PUBSUB", "NUMPAT")
         client = threading.Thread(target=held_request)
         client.start()
-        # Give the request time to reach its wait. Should it not have, the stopping API refuses
-        # it and the test fails: it cannot pass without a request held over the SIGTERM.
-        time.sleep(1)
+        # The API's first wait starts its listener, which subscribes: once Redis counts one more
+        # pattern subscription, the request is in its wait.
+        deadline = time.monotonic() + 30
+        while redis.execute_command("PUBSUB", "NUMPAT") <= subscriptions_before:
+            assert time.monotonic() < deadline, "the request never started waiting"
+            time.sleep(0.05)
+        redis.close()
         api.signal(signal.SIGTERM)
         client.join(60)
         assert answers and answers[0].status_code == 202, answers
