@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from taskservice.metrics import BROKER, DATABASE, REDIS, NoMetrics
+from taskservice.metrics.dependencies import dependency_errors_counter
 
 # A request may wait up to MAX_WAIT_SECONDS (30 by default) for its task: the top buckets
 # tell those apart from stalls.
@@ -77,14 +78,9 @@ class ApiMetrics(NoMetrics):
             ["language"],
             registry=self.registry,
         )
-        self._dependency_errors = Counter(
-            "taskservice_dependency_errors_total",
-            "Failed calls to a backing service, by dependency.",
-            ["dependency"],
-            registry=self.registry,
+        self._dependency_errors = dependency_errors_counter(
+            self.registry, (DATABASE, BROKER, REDIS)
         )
-        for dependency in (DATABASE, BROKER, REDIS):
-            self._dependency_errors.labels(dependency)  # present at 0 from the start
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).inc()

@@ -17,6 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from taskservice.config import Config, ConfigError
 from taskservice.metrics import BROKER, DATABASE, DOCKER, REDIS, NoMetrics
+from taskservice.metrics.dependencies import dependency_errors_counter
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,9 @@ class WorkerMetrics(NoMetrics):
             " while this worker ran it.",
             registry=self.registry,
         )
-        self._dependency_errors = Counter(
-            "taskservice_dependency_errors_total",
-            "Failed calls to a backing service, by dependency.",
-            ["dependency"],
-            registry=self.registry,
+        self._dependency_errors = dependency_errors_counter(
+            self.registry, (DATABASE, BROKER, REDIS, DOCKER)
         )
-        for dependency in (DATABASE, BROKER, REDIS, DOCKER):
-            self._dependency_errors.labels(dependency)  # present at 0 from the start
 
     def dependency_error(self, dependency: str) -> None:
         self._dependency_errors.labels(dependency).inc()
