@@ -80,6 +80,8 @@ def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, 
         # No metrics port unless a test asks for one: tests start several workers at once, and
         # other runs on the machine start theirs, so no fixed port is free for all of them.
         "WORKER_METRICS_PORT": "0",
+        # Load tests queue far more tasks per user than the default quota; its own tests set it.
+        "USER_MAX_ACTIVE_TASKS": "100000",
         **overrides,
     }
 

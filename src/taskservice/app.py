@@ -21,6 +21,7 @@ from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
+from taskservice.resources.me import MeResource, account_limits
 from taskservice.resources.ready import ReadyResource
 from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
 from taskservice.services import Accounts, TaskSubmissions
@@ -82,8 +83,9 @@ def create_app(
     config: Config, collaborators: Collaborators, docs_root: Path = PROJECT_ROOT
 ) -> falcon.App:
     tokens = TokenService(config.jwt_secret, config.jwt_ttl_seconds, collaborators.clock)
+    users = UserStore(collaborators.db)
     accounts = Accounts(
-        UserStore(collaborators.db),
+        users,
         collaborators.hasher,
         tokens,
         collaborators.clock,
@@ -97,6 +99,7 @@ def create_app(
         collaborators.clock,
         collaborators.new_id,
         collaborators.metrics,
+        max_active_tasks=config.user_max_active_tasks,
     )
     limits = TaskLimits(
         languages=frozenset(config.languages),
@@ -131,6 +134,7 @@ def create_app(
     app.add_route("/metrics", MetricsResource(collaborators.metrics))
     app.add_route("/register", RegisterResource(accounts))
     app.add_route("/login", LoginResource(accounts))
+    app.add_route("/me", MeResource(users, tasks, account_limits(config)))
     max_wait = config.max_wait_seconds
     app.add_route("/task", TasksResource(submissions, queries, limits, max_wait))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))

@@ -105,6 +105,8 @@ class Config:
     # OpenTelemetry's standard variable, but our switch: "none" (off, its default here) or a
     # comma-separated list of TRACE_EXPORTERS. The SDK reads the other OTEL_* (tracing.py).
     otel_traces_exporter: str = "none"
+    # A user's tasks queued or running at once; one more submit gets 429.
+    user_max_active_tasks: int = 20
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
@@ -245,6 +247,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "otel_traces_exporter": _parse(
             env, "OTEL_TRACES_EXPORTER", str, defaults.otel_traces_exporter
         ).lower(),
+        "user_max_active_tasks": _parse(
+            env, "USER_MAX_ACTIVE_TASKS", int, defaults.user_max_active_tasks
+        ),
     }
     _in_range("JWT_TTL_SECONDS", values["jwt_ttl_seconds"], 1)
     _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
@@ -271,6 +276,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     _in_range("MAX_CODE_BYTES", values["max_code_bytes"], 1, 16 * 1024 * 1024)
     _in_range("MAX_STDIN_BYTES", values["max_stdin_bytes"], 0, 16 * 1024 * 1024)
     _in_range("MAX_OUTPUT_BYTES", values["max_output_bytes"], 1024, 256 * 1024 * 1024)
+    _in_range("USER_MAX_ACTIVE_TASKS", values["user_max_active_tasks"], 1, 1_000_000)
     _in_range("MAX_ATTEMPTS", values["max_attempts"], 1, 100)
     _in_range("SANDBOX_RETRIES", values["sandbox_retries"], 1, 100)
     _in_range("WORKER_HEARTBEAT_SECONDS", values["worker_heartbeat_seconds"], 0.1, 600)

@@ -23,6 +23,14 @@ class IdempotencyKeyReused(DomainError):
     """The same Idempotency-Key came with a different request."""
 
 
+class TooManyActiveTasks(DomainError):
+    """The user already has as many tasks queued or running as the quota allows."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"at most {limit} active tasks")
+        self.limit = limit
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, broker) cannot be reached; the client may retry."""
 

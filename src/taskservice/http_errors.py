@@ -45,6 +45,13 @@ class Unauthorized(falcon.HTTPUnauthorized):
         )
 
 
+class TooManyActiveTasks(falcon.HTTPTooManyRequests):
+    def __init__(self, description: str, retry_after: int):
+        super().__init__(
+            title="Too many active tasks", description=description, retry_after=retry_after
+        )
+
+
 class Unavailable(falcon.HTTPServiceUnavailable):
     def __init__(self, description: str, retry_after: int = 5):
         super().__init__(
@@ -59,6 +66,8 @@ class InternalError(falcon.HTTPInternalServerError):
             description="The server failed to handle the request; it has been logged.",
         )
 
+
+ACTIVE_TASKS_RETRY_AFTER_SECONDS = 5
 
 # Falcon's own errors (unknown route, wrong method, unreadable body) may come without a
 # description; every error body the service sends has both fields.
@@ -92,6 +101,14 @@ def map_domain_error(req, resp, exc, params):
         raise UnprocessableContent(
             "This Idempotency-Key was used for a different request within the last 24 hours;"
             " use a new key for a new task."
+        )
+    if isinstance(exc, errors.TooManyActiveTasks):
+        # No time can be promised (it depends on the user's own tasks); a few seconds is the
+        # polling interval that does not waste the user's read budget.
+        raise TooManyActiveTasks(
+            f"You have {exc.limit} tasks queued or running, the most"
+            " allowed at once. Submit again when one of them has finished.",
+            retry_after=ACTIVE_TASKS_RETRY_AFTER_SECONDS,
         )
     if isinstance(exc, errors.ServiceUnavailable):
         # The details (hosts, users, driver messages) go to the log, not to the client.

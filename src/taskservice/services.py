@@ -77,8 +77,10 @@ class TaskSubmissions:
         clock: Clock,
         new_id: IdGenerator,
         metrics: NoMetrics = NO_METRICS,
+        max_active_tasks: int | None = None,
     ):
         self._tasks = tasks
+        self._max_active_tasks = max_active_tasks
         self._publisher = publisher
         self._clock = clock
         self._new_id = new_id
@@ -95,7 +97,12 @@ class TaskSubmissions:
         )
         # Stored first, published second: a worker that gets the message always finds the task.
         task, created = self._tasks.create(
-            self._new_id(), user_id, request, self._clock(), idempotency
+            self._new_id(),
+            user_id,
+            request,
+            self._clock(),
+            idempotency,
+            max_active=self._max_active_tasks,
         )
         if not created:
             # The first request may have died between storing and publishing; a second message

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
+from taskservice.store.fair_share import should_step_aside
 from taskservice.store.rows import TASK_COLUMNS, task_from_row
 
 # How often one task's id may be sent anew per claim, by the sweeper and idempotent repeats
@@ -46,6 +47,7 @@ class ClaimResult(enum.Enum):
     ALREADY_FINAL = "already_final"  # a redelivery of a finished task: skip it
     BUSY_ELSEWHERE = "busy_elsewhere"  # running on a worker that is still alive: wait
     GAVE_UP = "gave_up"  # attempts ran out; the task was ended as `error`
+    DEFERRED = "deferred"  # another user's task goes first: send this one to the queue's back
 
 
 _CLAIMED_COLUMNS = f"{TASK_COLUMNS}, code, stdin"
@@ -68,6 +70,7 @@ class DeliveryStore:
         """queued|running -> running for one more attempt, held by ``worker_id``.
 
         The task comes back when it was claimed, and when it was ended instead (GAVE_UP).
+        A `queued` task may step aside for another user's instead (DEFERRED; ``fair_share``).
 
         ``claim_token`` names this claim: retried with the same token after its answer was lost,
         the claim finds its own committed write and returns it without taking another attempt.
@@ -89,7 +92,8 @@ class DeliveryStore:
         params = {"task": task_id, "judge": worker_id, "lease": lease_seconds}
         with self._db.transaction() as cursor:
             cursor.execute(
-                "SELECT t.status, t.attempts, t.claimed_by = %(judge)s AS mine,"
+                "SELECT t.status, t.attempts, t.user_id, t.deferrals,"
+                " t.claimed_by = %(judge)s AS mine,"
                 f" {_HOLDER_GONE} AS holder_gone"
                 " FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
                 " WHERE t.id = %(task)s FOR UPDATE OF t",
@@ -112,6 +116,13 @@ class DeliveryStore:
                 # so that claim's run is over (its outcome was lost): claim it again.
             elif row["status"] == TaskStatus.RUNNING and not row["holder_gone"]:
                 return ClaimResult.BUSY_ELSEWHERE, None, None
+            elif row["status"] == TaskStatus.QUEUED and should_step_aside(
+                cursor, row["user_id"], row["deferrals"]
+            ):
+                cursor.execute(
+                    "UPDATE tasks SET deferrals = deferrals + 1 WHERE id = %s", (task_id,)
+                )
+                return ClaimResult.DEFERRED, None, None
             if row["attempts"] >= max_attempts:
                 error = (
                     f"Gave up after {row['attempts']} attempts: the worker running this task"

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import psycopg2.errors
 
-from taskservice.errors import IdempotencyKeyReused
+from taskservice.errors import IdempotencyKeyReused, TooManyActiveTasks
 from taskservice.model import (
     IdempotencyKey,
     RunOutcome,
@@ -43,16 +43,20 @@ class TaskStore:
         request: TaskRequest,
         now: datetime,
         idempotency: IdempotencyKey | None = None,
+        max_active: int | None = None,
     ) -> tuple[Task, bool]:
         """Store a new `queued` task; return it and True.
 
         With an idempotency key already used by this user within its lifetime, store nothing
         and return the task made then and False; the same key for another request raises
-        ``IdempotencyKeyReused``.
+        ``IdempotencyKeyReused``. With ``max_active``, a user who already has that many tasks
+        queued or running gets ``TooManyActiveTasks`` instead (a repeat is answered still).
         """
         for _ in range(2):  # a second pass only after losing a race for the same key
             try:
-                task, created = self._create_once(task_id, user_id, request, now, idempotency)
+                task, created = self._create_once(
+                    task_id, user_id, request, now, idempotency, max_active
+                )
             except psycopg2.errors.UniqueViolation:
                 if idempotency is None:
                     raise
@@ -62,9 +66,12 @@ class TaskStore:
             return task, created
         raise RuntimeError("an idempotency key kept conflicting")  # pragma: no cover
 
-    def _create_once(self, task_id, user_id, request, now, idempotency) -> tuple[Task, bool]:
-        # Without a key the unit is the INSERT alone: no transaction around it is needed.
-        unit = self._db.transaction() if idempotency is not None else self._db.statement()
+    def _create_once(
+        self, task_id, user_id, request, now, idempotency, max_active
+    ) -> tuple[Task, bool]:
+        # Without a key or a quota the unit is the INSERT alone: no transaction is needed.
+        alone = idempotency is None and max_active is None
+        unit = self._db.statement() if alone else self._db.transaction()
         with unit as cursor:
             if idempotency is not None:
                 cursor.execute(
@@ -82,6 +89,8 @@ class TaskStore:
                     if row["request_hash"] != idempotency.request_hash:
                         raise IdempotencyKeyReused(idempotency.key)
                     return task_from_row(row), False
+            if max_active is not None:
+                _check_quota(cursor, user_id, max_active)
             cursor.execute(
                 "INSERT INTO tasks (id, user_id, language, code, stdin, timeout_seconds,"
                 " memory_mb, status, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -106,6 +115,16 @@ class TaskStore:
                     (user_id, idempotency.key, idempotency.request_hash, task_id, now),
                 )
             return task, True
+
+    def usage(self, user_id: uuid.UUID) -> dict[str, int]:
+        """How many of the user's tasks are active (queued or running), and in all."""
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')) AS active_tasks,"
+                " count(*) AS tasks_total FROM tasks WHERE user_id = %s",
+                (user_id,),
+            )
+            return dict(cursor.fetchone())
 
     def get_for_owner(self, task_id: uuid.UUID, user_id: uuid.UUID) -> Task | None:
         with self._db.statement() as cursor:
@@ -176,3 +195,20 @@ class TaskStore:
             cursor.execute(
                 "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = %s", (task_id,)
             )
+
+
+def _check_quota(cursor, user_id: uuid.UUID, max_active: int) -> None:
+    """Raise ``TooManyActiveTasks`` if the user already has ``max_active`` active tasks.
+
+    The user's row is locked first, so a user's submits pass this check one at a time and
+    concurrent ones cannot all see room for one more. (FOR NO KEY UPDATE: the lock that does
+    not block the foreign-key checks of other transactions inserting this user's tasks.)
+    """
+    cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
+    cursor.execute(
+        "SELECT count(*) AS active FROM tasks"
+        " WHERE user_id = %s AND status IN ('queued', 'running')",
+        (user_id,),
+    )
+    if cursor.fetchone()["active"] >= max_active:
+        raise TooManyActiveTasks(max_active)

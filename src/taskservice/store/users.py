@@ -42,3 +42,9 @@ class UserStore:
             )
             row = cursor.fetchone()
         return User(**row) if row else None
+
+    def profile(self, user_id: uuid.UUID) -> dict | None:
+        """The account as its owner sees it: id, username and when it was made."""
+        with self._db.statement() as cursor:
+            cursor.execute("SELECT id, username, created_at FROM users WHERE id = %s", (user_id,))
+            return cursor.fetchone()

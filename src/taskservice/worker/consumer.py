@@ -37,6 +37,8 @@ class Delivery:
     connection: object
     channel: object
     tag: int
+    body: bytes = b""
+    properties: object = None
 
 
 class Consumer:
@@ -104,6 +106,9 @@ class Consumer:
         try:
             channel = connection.channel()
             declare_topology(channel, self._config.queue_name)
+            # Confirms for the one thing this channel publishes: a message sent to the back of
+            # the queue (fair share) must be safe with the broker before its old copy is acked.
+            channel.confirm_delivery()
             channel.basic_qos(prefetch_count=self._config.worker_concurrency)
             on_message = functools.partial(self._on_message, connection)
             consumer_tag = channel.basic_consume(self._config.queue_name, on_message)
@@ -138,7 +143,7 @@ class Consumer:
             log.error("dead-lettering a poison message: %s", exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        delivery = Delivery(connection, channel, method.delivery_tag)
+        delivery = Delivery(connection, channel, method.delivery_tag, body, properties)
         with self._lock:
             running = task_id in self._running
             self._running.setdefault(task_id, []).append(delivery)
@@ -163,7 +168,12 @@ class Consumer:
         try:
             result = self._runner.handle(task_id)
             # An id that names no task can never succeed: dead-letter it for a human to see.
-            settle = _reject if result == ClaimResult.MISSING.value else _ack
+            if result == ClaimResult.MISSING.value:
+                settle = _reject
+            elif result == ClaimResult.DEFERRED.value:
+                settle = functools.partial(_send_to_back, self._config.queue_name)
+            else:
+                settle = _ack
         except Stopping:
             log.info("task %s left unacked for redelivery", task_id)
         except Exception:
@@ -196,6 +206,32 @@ class Consumer:
             deliveries = self._running.pop(task_id, [])
             self._settling.discard(task_id)
         settle(deliveries)
+
+
+def _send_to_back(queue_name: str, deliveries: list[Delivery]) -> None:
+    """Publish the message anew, at the back of the queue, then ack every delivery of it.
+
+    The new copy is confirmed before the old is acked, so the task always has a message; if
+    the broker will not take it, the old one goes back to the queue instead (its task's
+    ``deferrals`` bound makes the next claim run it rather than step aside for ever).
+    """
+    live = [delivery for delivery in deliveries if delivery.channel.is_open]
+    if not live:
+        return  # their channel closed: the broker has requeued them already
+    first = live[0]
+    try:
+        first.channel.basic_publish(
+            exchange="",
+            routing_key=queue_name,
+            body=first.body,
+            properties=first.properties,
+            mandatory=True,
+        )
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        log.warning("could not send a message to the back of the queue: %r", exc)
+        _requeue(live)
+        return
+    _ack(live)
 
 
 def _ack(deliveries: list[Delivery]) -> None:

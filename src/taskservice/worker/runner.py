@@ -60,6 +60,9 @@ class TaskRunner:
             logs.annotate(attempt=task.attempt)
         if claim is ClaimResult.GAVE_UP and task is not None:
             self._metrics.task_finished(task.language, TaskStatus.ERROR.value)
+        if claim is ClaimResult.DEFERRED:
+            log.info("task %s steps aside: another user's task goes first", task_id)
+            return claim.value
         if claim is not ClaimResult.CLAIMED:
             log.info("task %s: %s, nothing to run", task_id, claim.value)
             return claim.value

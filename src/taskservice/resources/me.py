@@ -1,0 +1,48 @@
+"""GET /me: the caller's account, the limits that apply to it, and what it uses of them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import falcon
+
+from taskservice.config import Config
+from taskservice.http_errors import Unauthorized
+from taskservice.store.tasks import TaskStore
+from taskservice.store.users import UserStore
+from taskservice.task_views import iso
+
+
+def account_limits(config: Config) -> dict:
+    """What one account may do, as a client needs to know it to stay within it."""
+    return {
+        "max_active_tasks": config.user_max_active_tasks,
+        "max_code_bytes": config.max_code_bytes,
+        "max_stdin_bytes": config.max_stdin_bytes,
+        "max_output_bytes": config.max_output_bytes,
+        "timeout_seconds_max": config.task_timeout_max,
+        "memory_mb_max": config.task_memory_max_mb,
+    }
+
+
+class MeResource:
+    auth_required = True
+
+    def __init__(self, users: UserStore, tasks: TaskStore, limits: Mapping[str, object]):
+        self._users = users
+        self._tasks = tasks
+        self._limits = dict(limits)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        user_id = req.context.user_id
+        account = self._users.profile(user_id)
+        if account is None:
+            # A valid token for an account that is gone: the token is no longer good.
+            raise Unauthorized("This account no longer exists.")
+        resp.media = {
+            "id": str(account["id"]),
+            "username": account["username"],
+            "created_at": iso(account["created_at"]),
+            "limits": self._limits,
+            "usage": self._tasks.usage(user_id),
+        }
