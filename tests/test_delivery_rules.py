@@ -135,7 +135,7 @@ def test_a_claim_whose_answer_was_lost_does_not_take_another_attempt(db, config,
 def test_a_finish_whose_answer_was_lost_is_reported_stored(db, config, user_id, clock, caplog):
     task, _ = TaskStore(db).create(uuid.uuid4(), user_id, request(), clock())
     lossy = LostReplyDatabase(db)
-    lossy.lose_reply_of("SET status = %s, finished_at")
+    lossy.lose_reply_of("SET status = CASE WHEN cancel_requested_at IS NULL")
     runner = TaskRunner(
         config, DeliveryStore(lossy), Echo(), uuid.uuid4(), clock=clock, sleep=lambda _: None
     )

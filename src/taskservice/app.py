@@ -23,11 +23,13 @@ from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.me import MeResource, account_limits
 from taskservice.resources.ready import ReadyResource
+from taskservice.resources.task_lifecycle import TaskCancelResource, TaskListResource
 from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
 from taskservice.services import Accounts, TaskSubmissions
 from taskservice.status_cache import NoCache, StatusCache, redis_client
 from taskservice.store.db import Database
 from taskservice.store.languages import LanguageVersionStore
+from taskservice.store.task_listing import TaskListing
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.task_queries import TaskQueries
@@ -137,6 +139,8 @@ def create_app(
     app.add_route("/me", MeResource(users, tasks, account_limits(config)))
     max_wait = config.max_wait_seconds
     app.add_route("/task", TasksResource(submissions, queries, limits, max_wait))
+    app.add_route("/tasks", TaskListResource(TaskListing(collaborators.db), limits.languages))
+    app.add_route("/task/{task_id:uuid}/cancel", TaskCancelResource(tasks, collaborators.clock))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))
     app.add_route("/result/{task_id:uuid}", TaskResultResource(queries, max_wait))
     app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))

@@ -14,6 +14,10 @@ or store/delivery.py (the worker's).
     queued  -> error      fail_unqueued: the broker refused the message, so it never runs
     queued | running -> error
                           claim: attempts ran out (the task's workers kept dying)
+    queued  -> cancelled  cancel: the owner cancelled it before any worker took it
+    running -> cancelled  finish: the owner asked to cancel (``cancel_requested_at``) before
+                          the outcome was stored; the holder killed the program, and the output
+                          read so far is kept. claim: the holder is gone and a cancel waits
 
 The sweeper moves nothing itself: it re-publishes the id of a task `running` on a gone worker
 or long `queued`, a bounded number of times, and the claim above does the rest. A final status
@@ -35,6 +39,7 @@ class TaskStatus(enum.StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     ERROR = "error"
+    CANCELLED = "cancelled"  # by its owner: never ran, or killed while running
 
     @property
     def is_final(self) -> bool:

@@ -26,7 +26,13 @@ from taskservice.sandbox.errors import SandboxFailure, SandboxUnavailable
 from taskservice.sandbox.janitor import Janitor
 from taskservice.sandbox.memory import MemorySampler
 from taskservice.sandbox.outcome import EndedBy, classify
-from taskservice.sandbox.spec import SandboxJob, SandboxSettings, container_spec, encode_input
+from taskservice.sandbox.spec import (
+    TASK_LABEL,
+    SandboxJob,
+    SandboxSettings,
+    container_spec,
+    encode_input,
+)
 
 log = logging.getLogger(__name__)
 # OpenTelemetry's global tracer: a no-op until the worker sets up a provider (taskservice.tracing).
@@ -66,6 +72,8 @@ class DockerSandbox:
         self._active: dict[str, object] = {}
         self._active_lock = threading.Lock()
         self._stopping = False
+        # Containers killed by kill_task: their SIGKILL was ours, not the kernel's OOM killer.
+        self._cancelled: set[str] = set()
         self.janitor = Janitor(client, self._active_ids)
 
     def _active_ids(self) -> set[str]:
@@ -96,6 +104,7 @@ class DockerSandbox:
         finally:
             with self._active_lock:
                 self._active.pop(container.id, None)
+                self._cancelled.discard(container.id)
             with _tracer.start_as_current_span("sandbox.remove"):
                 self._remove(container)
 
@@ -107,6 +116,23 @@ class DockerSandbox:
         for container in containers:
             with contextlib.suppress(*_DOCKER_ERRORS):
                 container.kill()
+
+    def kill_task(self, task_id: str) -> bool:
+        """Kill the running sandbox of ``task_id`` (its owner cancelled it); whether one was.
+
+        Its run then ends as any killed program's does, with the output read until the kill.
+        """
+        with self._active_lock:
+            containers = [
+                container
+                for container in self._active.values()
+                if container.labels.get(TASK_LABEL) == task_id
+            ]
+            self._cancelled.update(container.id for container in containers)
+        for container in containers:
+            with contextlib.suppress(*_DOCKER_ERRORS):
+                container.kill()
+        return bool(containers)
 
     def remove_task_containers(self, task_id: str) -> int:
         return self.janitor.remove_task_containers(task_id)
@@ -192,8 +218,10 @@ class DockerSandbox:
                 container.kill()
         exit_code = container.wait(timeout=_WAIT_SECONDS)["StatusCode"]
         duration_ms = int((time.monotonic() - started) * 1000)
+        with self._active_lock:
+            killed_by_us = container.id in self._cancelled
         oom_killed = self._oom_killed(
-            container, probably=ended_by is EndedBy.EXIT and exit_code == 137
+            container, probably=ended_by is EndedBy.EXIT and exit_code == 137 and not killed_by_us
         )
         return classify(
             ended_by=ended_by,

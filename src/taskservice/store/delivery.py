@@ -23,7 +23,11 @@ from datetime import datetime
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
 from taskservice.store.fair_share import should_step_aside
-from taskservice.store.rows import TASK_COLUMNS, task_from_row
+from taskservice.store.rows import OUTCOME_COLUMNS, TASK_COLUMNS, outcome_from_row, task_from_row
+
+CANCELLED_WHILE_RUNNING = (
+    "Cancelled by its owner while it ran; the output is what the program wrote until then."
+)
 
 # How often one task's id may be sent anew per claim, by the sweeper and idempotent repeats
 # together: with the first message, a task never has more than 1 + MAX_RESENDS in flight.
@@ -48,6 +52,7 @@ class ClaimResult(enum.Enum):
     BUSY_ELSEWHERE = "busy_elsewhere"  # running on a worker that is still alive: wait
     GAVE_UP = "gave_up"  # attempts ran out; the task was ended as `error`
     DEFERRED = "deferred"  # another user's task goes first: send this one to the queue's back
+    CANCELLED = "cancelled"  # its owner cancelled it while its holder, now gone, ran it
 
 
 _CLAIMED_COLUMNS = f"{TASK_COLUMNS}, code, stdin"
@@ -83,7 +88,7 @@ class DeliveryStore:
             self._changes.task_changed(task_from_row(row), outcome)
         if result is ClaimResult.CLAIMED:
             return result, _claimed(row)
-        if result is ClaimResult.GAVE_UP:
+        if result in (ClaimResult.GAVE_UP, ClaimResult.CANCELLED):
             return result, _claimed(row)  # the task that ended, for the record of its outcome
         return result, None
 
@@ -93,6 +98,7 @@ class DeliveryStore:
         with self._db.transaction() as cursor:
             cursor.execute(
                 "SELECT t.status, t.attempts, t.user_id, t.deferrals,"
+                " t.cancel_requested_at IS NOT NULL AS cancel_requested,"
                 " t.claimed_by = %(judge)s AS mine,"
                 f" {_HOLDER_GONE} AS holder_gone"
                 " FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
@@ -123,6 +129,15 @@ class DeliveryStore:
                     "UPDATE tasks SET deferrals = deferrals + 1 WHERE id = %s", (task_id,)
                 )
                 return ClaimResult.DEFERRED, None, None
+            if row["cancel_requested"]:
+                # Its owner asked to cancel it while the worker now gone ran it: end it here.
+                cursor.execute(
+                    "UPDATE tasks SET status = 'cancelled', finished_at = %s, error = %s,"
+                    f" claimed_by = %s WHERE id = %s RETURNING {_CLAIMED_COLUMNS}",
+                    (now, CANCELLED_WHILE_RUNNING, worker_id, task_id),
+                )
+                ended = RunOutcome(status=TaskStatus.CANCELLED, error=CANCELLED_WHILE_RUNNING)
+                return ClaimResult.CANCELLED, cursor.fetchone(), ended
             if row["attempts"] >= max_attempts:
                 error = (
                     f"Gave up after {row['attempts']} attempts: the worker running this task"
@@ -143,23 +158,33 @@ class DeliveryStore:
             )
             return ClaimResult.CLAIMED, cursor.fetchone(), None
 
-    def finish(self, task_id: uuid.UUID, attempt: int, outcome: RunOutcome, now: datetime) -> bool:
-        """running -> final, for the attempt that was claimed. False if that attempt is stale.
+    def finish(
+        self, task_id: uuid.UUID, attempt: int, outcome: RunOutcome, now: datetime
+    ) -> TaskStatus | None:
+        """running -> final, for the attempt that was claimed; the status stored, or None if
+        that attempt is stale.
 
-        Retried with the same ``now`` after its answer was lost, it recognises its own write
-        (this attempt, this finishing time, this outcome) and answers True again.
+        A cancel asked while the task ran wins: the status stored is then `cancelled`, with the
+        output read until the kill. Retried with the same ``now`` after its answer was lost, it
+        recognises its own write (this attempt, this finishing time, this output) and answers
+        the same again.
         """
         if not outcome.status.is_final:
             raise ValueError(f"{outcome.status} is not a final status")
         with self._db.statement() as cursor:
             cursor.execute(
-                "UPDATE tasks SET status = %s, finished_at = %s, exit_code = %s, stdout = %s,"
+                "UPDATE tasks SET"
+                " status = CASE WHEN cancel_requested_at IS NULL THEN %s ELSE 'cancelled' END,"
+                " error = CASE WHEN cancel_requested_at IS NULL THEN %s ELSE %s END,"
+                " finished_at = %s, exit_code = %s, stdout = %s,"
                 " stderr = %s, stdout_truncated = %s, stderr_truncated = %s, duration_ms = %s,"
-                " error = %s, oom_killed = %s, signal = %s, memory_peak_bytes = %s"
+                " oom_killed = %s, signal = %s, memory_peak_bytes = %s"
                 " WHERE id = %s AND status = 'running' AND attempts = %s"
-                f" RETURNING {TASK_COLUMNS}",
+                f" RETURNING {TASK_COLUMNS}, {OUTCOME_COLUMNS}",
                 (
                     outcome.status.value,
+                    outcome.error,
+                    CANCELLED_WHILE_RUNNING,
                     now,
                     outcome.exit_code,
                     outcome.stdout,
@@ -167,7 +192,6 @@ class DeliveryStore:
                     outcome.stdout_truncated,
                     outcome.stderr_truncated,
                     outcome.duration_ms,
-                    outcome.error,
                     outcome.oom_killed,
                     outcome.signal,
                     outcome.memory_peak_bytes,
@@ -179,29 +203,40 @@ class DeliveryStore:
         if row is None:
             row = self._own_finish(task_id, attempt, outcome, now)
         if row is None:
-            return False
-        self._changes.task_changed(task_from_row(row), outcome)
-        return True
+            return None
+        # What was stored, which a cancel may have changed, is what readers must see.
+        self._changes.task_changed(task_from_row(row), outcome_from_row(row))
+        return TaskStatus(row["status"])
 
     def _own_finish(self, task_id, attempt, outcome, now):
         """The row as this very finish left it, if an earlier try of it was committed."""
         with self._db.statement() as cursor:
             cursor.execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND attempts = %s AND status = %s"
+                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS} FROM tasks"
+                " WHERE id = %s AND attempts = %s AND status IN (%s, 'cancelled')"
                 " AND finished_at = %s AND exit_code IS NOT DISTINCT FROM %s"
-                " AND error IS NOT DISTINCT FROM %s AND stdout = %s AND stderr = %s",
+                " AND stdout = %s AND stderr = %s",
                 (
                     task_id,
                     attempt,
                     outcome.status.value,
                     now,
                     outcome.exit_code,
-                    outcome.error,
                     outcome.stdout,
                     outcome.stderr,
                 ),
             )
             return cursor.fetchone()
+
+    def cancels_for(self, worker_id: uuid.UUID) -> list[uuid.UUID]:
+        """The tasks this worker runs whose owners have asked to cancel them."""
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "SELECT id FROM tasks WHERE claimed_by = %s AND status = 'running'"
+                " AND cancel_requested_at IS NOT NULL",
+                (worker_id,),
+            )
+            return [row["id"] for row in cursor.fetchall()]
 
     def due_for_requeue(
         self,

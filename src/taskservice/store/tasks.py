@@ -7,6 +7,7 @@ workers (or a worker and the API) can never both move the same task, and a final
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 
@@ -29,6 +30,14 @@ from taskservice.store.rows import (
     outcome_from_row,
     task_from_row,
 )
+
+CANCELLED_BEFORE_RUNNING = "Cancelled by its owner before it ran."
+
+
+class CancelResult(enum.Enum):
+    CANCELLED = "cancelled"  # it was queued: it ended now and never runs
+    REQUESTED = "requested"  # it runs: its holder kills it and stores `cancelled`
+    ALREADY_FINAL = "already_final"
 
 
 class TaskStore:
@@ -150,6 +159,42 @@ class TaskStore:
             return None
         task = task_from_row(row)
         return TaskResult(task, outcome_from_row(row) if task.status.is_final else None)
+
+    def cancel(
+        self, task_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+    ) -> tuple[CancelResult, Task] | None:
+        """Cancel the owner's task: a `queued` one ends `cancelled` now and never runs; for a
+        `running` one the request is recorded, and its holder kills it and stores `cancelled`
+        (``delivery``); a final one is left as it is. None when the user has no such task.
+        """
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND user_id = %s FOR UPDATE",
+                (task_id, user_id),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            task = task_from_row(row)
+            if task.status.is_final:
+                return CancelResult.ALREADY_FINAL, task
+            if task.status is TaskStatus.RUNNING:
+                cursor.execute(
+                    "UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, %s)"
+                    " WHERE id = %s",
+                    (now, task_id),
+                )
+                return CancelResult.REQUESTED, task
+            cursor.execute(
+                "UPDATE tasks SET status = 'cancelled', finished_at = %s, error = %s"
+                f" WHERE id = %s RETURNING {TASK_COLUMNS}",
+                (now, CANCELLED_BEFORE_RUNNING, task_id),
+            )
+            task = task_from_row(cursor.fetchone())
+        self._changes.task_changed(
+            task, RunOutcome(status=TaskStatus.CANCELLED, error=CANCELLED_BEFORE_RUNNING)
+        )
+        return CancelResult.CANCELLED, task
 
     def fail_unqueued(self, task_id: uuid.UUID, reason: str, now: datetime) -> bool:
         """queued -> error, for a task whose message the broker would not take.

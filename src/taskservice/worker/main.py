@@ -21,6 +21,7 @@ from taskservice.sandbox import SandboxSettings
 from taskservice.store.delivery import DeliveryStore
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.workers import WorkerRegistry
+from taskservice.worker.cancels import CancelWatcher
 from taskservice.worker.consumer import Consumer
 from taskservice.worker.heartbeat import Heartbeat
 from taskservice.worker.queue_depth import QueueDepth
@@ -73,8 +74,9 @@ def run_worker(config: Config) -> None:
     metrics_server = MetricsServer.start(config, metrics)
     client = docker_client(config.docker_host)
     sandbox = DockerSandbox(client, sandbox_settings(config), metrics=metrics)
-    # One connection per task thread, one for the heartbeat, one for the sweep, one for versions.
-    db = Database(config.database_url, size=config.worker_concurrency + 3, metrics=metrics)
+    # One connection per task thread, and one each for the heartbeat, the sweep, the versions
+    # and the cancels.
+    db = Database(config.database_url, size=config.worker_concurrency + 4, metrics=metrics)
     # Each committed transition is written through to the status cache right after.
     cache = StatusCache(
         redis_client(config.redis_url), config.status_cache_ttl_seconds, metrics=metrics
@@ -95,6 +97,7 @@ def run_worker(config: Config) -> None:
     )
     sweeper = Sweeper(config, delivery, registry, publisher, worker_id)
     versions = VersionReporter(config, sandbox, LanguageVersionStore(db))
+    cancels = CancelWatcher(delivery, sandbox, worker_id)
     background_stopped = threading.Event()
     heartbeat.beat()  # be alive before the first claim
     background = [
@@ -103,6 +106,9 @@ def run_worker(config: Config) -> None:
         ),
         threading.Thread(
             target=sweeper.run_until, args=(background_stopped,), name="sweep", daemon=True
+        ),
+        threading.Thread(
+            target=cancels.run_until, args=(background_stopped,), name="cancels", daemon=True
         ),
         threading.Thread(
             target=_report_versions_until,

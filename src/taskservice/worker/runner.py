@@ -60,6 +60,8 @@ class TaskRunner:
             logs.annotate(attempt=task.attempt)
         if claim is ClaimResult.GAVE_UP and task is not None:
             self._metrics.task_finished(task.language, TaskStatus.ERROR.value)
+        if claim is ClaimResult.CANCELLED and task is not None:
+            self._metrics.task_finished(task.language, TaskStatus.CANCELLED.value)
         if claim is ClaimResult.DEFERRED:
             log.info("task %s steps aside: another user's task goes first", task_id)
             return claim.value
@@ -96,16 +98,18 @@ class TaskRunner:
             stored = self._retry_db(
                 lambda: self._delivery.finish(task.id, task.attempt, outcome, finished_at)
             )
+        # A cancel asked while it ran makes the stored status `cancelled`.
+        status = stored or outcome.status
         log.info(
             "task %s attempt %d: %s%s",
             task.id,
             task.attempt,
-            outcome.status.value,
+            status.value,
             "" if stored else " (not stored: a newer attempt owns the task)",
         )
         if stored:
-            self._metrics.task_finished(task.language, outcome.status.value)
-        return outcome.status.value
+            self._metrics.task_finished(task.language, status.value)
+        return status.value
 
     def _claim(self, task_id: uuid.UUID):
         config = self._config
