@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import falcon
@@ -22,11 +23,17 @@ from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.ready import ReadyResource
-from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
-from taskservice.services import Accounts, TaskSubmissions
+from taskservice.resources.tasks import (
+    TaskResource,
+    TaskResultResource,
+    TasksResource,
+    TaskStatusResource,
+)
+from taskservice.services import Accounts, TaskDataDeletion, TaskSubmissions
 from taskservice.status_cache import NoCache, StatusCache, redis_client
 from taskservice.store.db import Database
 from taskservice.store.languages import LanguageVersionStore
+from taskservice.store.retention import RetentionStore
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.task_queries import TaskQueries
@@ -90,7 +97,13 @@ def create_app(
         collaborators.new_id,
     )
     tasks = TaskStore(collaborators.db, changes=collaborators.cache)
-    queries = TaskQueries(tasks, collaborators.cache, collaborators.waits)
+    queries = TaskQueries(
+        tasks,
+        collaborators.cache,
+        collaborators.waits,
+        retention=timedelta(days=config.result_retention_days),
+        clock=collaborators.clock,
+    )
     submissions = TaskSubmissions(
         tasks,
         collaborators.publisher,
@@ -134,7 +147,15 @@ def create_app(
     max_wait = config.max_wait_seconds
     app.add_route("/task", TasksResource(submissions, queries, limits, max_wait))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))
-    app.add_route("/result/{task_id:uuid}", TaskResultResource(queries, max_wait))
+    app.add_route(
+        "/result/{task_id:uuid}",
+        TaskResultResource(queries, max_wait, config.result_retention_days),
+    )
+    # Retention: a finished task's data deleted at its owner's request.
+    deletion = TaskDataDeletion(
+        RetentionStore(collaborators.db, changes=collaborators.cache), collaborators.clock
+    )
+    app.add_route("/task/{task_id:uuid}", TaskResource(deletion))
     app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
@@ -157,7 +178,11 @@ def get_app(config: Config | None = None) -> falcon.App:
     collaborators = Collaborators(
         db=Database(config.database_url, size=config.db_pool_size, metrics=metrics),
         publisher=Publisher(
-            config.amqp_url, config.queue_name, config.broker_timeout_seconds, metrics=metrics
+            config.amqp_url,
+            config.queue_name,
+            config.broker_timeout_seconds,
+            metrics=metrics,
+            dead_letter_max_length=config.dead_letter_max_length,
         ),
         hasher=PasswordHasher(config.bcrypt_rounds),
         cache=StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics),

@@ -105,6 +105,13 @@ class Config:
     # OpenTelemetry's standard variable, but our switch: "none" (off, its default here) or a
     # comma-separated list of TRACE_EXPORTERS. The SDK reads the other OTEL_* (tracing.py).
     otel_traces_exporter: str = "none"
+    # --- Retention and bounds (README, "Limits and abuse") ---
+    # Days a finished task's code, stdin and output are kept; its status row stays.
+    result_retention_days: int = 7
+    # Messages the dead-letter queue keeps; beyond that its oldest are dropped.
+    dead_letter_max_length: int = 10_000
+    # Rows one pruning statement deletes: each is a short transaction of its own.
+    prune_batch_size: int = 500
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
@@ -245,7 +252,18 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "otel_traces_exporter": _parse(
             env, "OTEL_TRACES_EXPORTER", str, defaults.otel_traces_exporter
         ).lower(),
+        # --- Retention and bounds ---
+        "result_retention_days": _parse(
+            env, "RESULT_RETENTION_DAYS", int, defaults.result_retention_days
+        ),
+        "dead_letter_max_length": _parse(
+            env, "DEAD_LETTER_MAX_LENGTH", int, defaults.dead_letter_max_length
+        ),
+        "prune_batch_size": _parse(env, "PRUNE_BATCH_SIZE", int, defaults.prune_batch_size),
     }
+    _in_range("RESULT_RETENTION_DAYS", values["result_retention_days"], 1, 36_500)
+    _in_range("DEAD_LETTER_MAX_LENGTH", values["dead_letter_max_length"], 1, 100_000_000)
+    _in_range("PRUNE_BATCH_SIZE", values["prune_batch_size"], 1, 100_000)
     _in_range("JWT_TTL_SECONDS", values["jwt_ttl_seconds"], 1)
     _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
     _in_range("PORT", values["port"], 1, 65535)

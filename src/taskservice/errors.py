@@ -23,6 +23,14 @@ class IdempotencyKeyReused(DomainError):
     """The same Idempotency-Key came with a different request."""
 
 
+class TaskNotFinished(DomainError):
+    """The request needs a finished task; this one is still queued or running."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, broker) cannot be reached; the client may retry."""
 

@@ -38,6 +38,11 @@ class NotFound(falcon.HTTPNotFound):
         super().__init__(title="Not found", description=description)
 
 
+class ResultDeleted(falcon.HTTPGone):
+    def __init__(self, description: str):
+        super().__init__(title="Result deleted", description=description)
+
+
 class Unauthorized(falcon.HTTPUnauthorized):
     def __init__(self, description: str):
         super().__init__(
@@ -66,6 +71,7 @@ _DEFAULT_DESCRIPTIONS = {
     400: "The request could not be understood.",
     404: "No such resource.",
     405: "This method is not allowed on this resource.",
+    410: "This resource was deleted.",
     411: "A Content-Length header is required.",
     413: "The request body is too large.",
     415: "The request body must be JSON (Content-Type: application/json).",
@@ -93,6 +99,8 @@ def map_domain_error(req, resp, exc, params):
             "This Idempotency-Key was used for a different request within the last 24 hours;"
             " use a new key for a new task."
         )
+    if isinstance(exc, errors.TaskNotFinished):
+        raise Conflict(f"The task is {exc.status}: its data can be deleted once it has finished.")
     if isinstance(exc, errors.ServiceUnavailable):
         # The details (hosts, users, driver messages) go to the log, not to the client.
         log.warning("%s %s: %s", req.method, req.path, exc)

@@ -8,10 +8,16 @@ import uuid
 
 from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
-from taskservice.errors import BrokerUnavailable, DatabaseUnavailable, InvalidCredentials
+from taskservice.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    InvalidCredentials,
+    TaskNotFinished,
+)
 from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskStatus
 from taskservice.ports import TaskPublisher
+from taskservice.store.retention import RetentionStore
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import User, UserStore
 
@@ -130,3 +136,22 @@ class TaskSubmissions:
                 raise
         self._metrics.task_submitted(task.language)
         return task, True
+
+
+class TaskDataDeletion:
+    """DELETE /task/{id}: a finished task's code, stdin and output deleted at its owner's request
+    (``store.retention`` says what stays)."""
+
+    def __init__(self, store: RetentionStore, clock: Clock):
+        self._store = store
+        self._clock = clock
+
+    def delete(self, user_id: uuid.UUID, task_id: uuid.UUID) -> bool:
+        """True once the data is gone, now or before (a repeat); False when ``user_id`` has no
+        such task. A task still queued or running raises ``TaskNotFinished``."""
+        state = self._store.delete_for_owner(task_id, user_id, self._clock())
+        if state is None:
+            return False
+        if state.deleted is None:
+            raise TaskNotFinished(state.task.status.value)
+        return True

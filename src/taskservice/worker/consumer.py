@@ -103,7 +103,7 @@ class Consumer:
             self._connection = connection
         try:
             channel = connection.channel()
-            declare_topology(channel, self._config.queue_name)
+            declare_topology(channel, self._config.queue_name, self._config.dead_letter_max_length)
             channel.basic_qos(prefetch_count=self._config.worker_concurrency)
             on_message = functools.partial(self._on_message, connection)
             consumer_tag = channel.basic_consume(self._config.queue_name, on_message)
