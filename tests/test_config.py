@@ -228,3 +228,16 @@ def test_compose_passes_every_variable_to_the_service():
         passed |= set(compose["services"][service]["environment"])
     missing = variables_read() - passed
     assert not missing, f"pass through in docker-compose.yml's x-app-environment: {sorted(missing)}"
+
+
+# --- Retention and bounds ---
+
+
+def test_retention_and_bounds_have_their_defaults_and_refuse_zero():
+    config = load_config({})
+    assert (config.result_retention_days, config.dead_letter_max_length) == (7, 10_000)
+    assert config.prune_batch_size == 500
+    assert load_config({"RESULT_RETENTION_DAYS": "1"}).result_retention_days == 1
+    for name in ("RESULT_RETENTION_DAYS", "DEAD_LETTER_MAX_LENGTH", "PRUNE_BATCH_SIZE"):
+        with pytest.raises(ConfigError, match=rf"^{name}=0 must be between 1 and"):
+            load_config({name: "0"})

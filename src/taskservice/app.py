@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import falcon
@@ -24,11 +25,22 @@ from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.me import MeResource, account_limits
 from taskservice.resources.ready import ReadyResource
 from taskservice.resources.task_lifecycle import TaskCancelResource, TaskListResource
-from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
-from taskservice.services import Accounts, TaskSubmissions
+from taskservice.resources.tasks import (
+    TaskResource,
+    TaskResultResource,
+    TasksResource,
+    TaskStatusResource,
+)
+from taskservice.services import (
+    STOP_WAIT_SECONDS,
+    Accounts,
+    TaskDataDeletion,
+    TaskSubmissions,
+)
 from taskservice.status_cache import NoCache, StatusCache, redis_client
 from taskservice.store.db import Database
 from taskservice.store.languages import LanguageVersionStore
+from taskservice.store.retention import RetentionStore
 from taskservice.store.task_listing import TaskListing
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
@@ -94,7 +106,13 @@ def create_app(
         collaborators.new_id,
     )
     tasks = TaskStore(collaborators.db, changes=collaborators.cache)
-    queries = TaskQueries(tasks, collaborators.cache, collaborators.waits)
+    queries = TaskQueries(
+        tasks,
+        collaborators.cache,
+        collaborators.waits,
+        retention=timedelta(days=config.result_retention_days),
+        clock=collaborators.clock,
+    )
     submissions = TaskSubmissions(
         tasks,
         collaborators.publisher,
@@ -142,7 +160,19 @@ def create_app(
     app.add_route("/tasks", TaskListResource(TaskListing(collaborators.db), limits.languages))
     app.add_route("/task/{task_id:uuid}/cancel", TaskCancelResource(tasks, collaborators.clock))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))
-    app.add_route("/result/{task_id:uuid}", TaskResultResource(queries, max_wait))
+    app.add_route(
+        "/result/{task_id:uuid}",
+        TaskResultResource(queries, max_wait, config.result_retention_days),
+    )
+    # Retention: a finished task's data deleted at its owner's request.
+    deletion = TaskDataDeletion(
+        RetentionStore(collaborators.db, changes=collaborators.cache),
+        collaborators.clock,
+        tasks,
+        queries,
+        stop_wait_seconds=min(STOP_WAIT_SECONDS, config.max_wait_seconds),
+    )
+    app.add_route("/task/{task_id:uuid}", TaskResource(deletion))
     app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
@@ -165,7 +195,11 @@ def get_app(config: Config | None = None) -> falcon.App:
     collaborators = Collaborators(
         db=Database(config.database_url, size=config.db_pool_size, metrics=metrics),
         publisher=Publisher(
-            config.amqp_url, config.queue_name, config.broker_timeout_seconds, metrics=metrics
+            config.amqp_url,
+            config.queue_name,
+            config.broker_timeout_seconds,
+            metrics=metrics,
+            dead_letter_max_length=config.dead_letter_max_length,
         ),
         hasher=PasswordHasher(config.bcrypt_rounds),
         cache=StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics),

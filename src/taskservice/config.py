@@ -107,6 +107,13 @@ class Config:
     otel_traces_exporter: str = "none"
     # A user's tasks queued or running at once; one more submit gets 429.
     user_max_active_tasks: int = 20
+    # --- Retention and bounds (README, "Limits and abuse") ---
+    # Days a finished task's code, stdin and output are kept; its status row stays.
+    result_retention_days: int = 7
+    # Messages the dead-letter queue keeps; beyond that its oldest are dropped.
+    dead_letter_max_length: int = 10_000
+    # Rows one pruning statement deletes: each is a short transaction of its own.
+    prune_batch_size: int = 500
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
@@ -250,7 +257,18 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "user_max_active_tasks": _parse(
             env, "USER_MAX_ACTIVE_TASKS", int, defaults.user_max_active_tasks
         ),
+        # --- Retention and bounds ---
+        "result_retention_days": _parse(
+            env, "RESULT_RETENTION_DAYS", int, defaults.result_retention_days
+        ),
+        "dead_letter_max_length": _parse(
+            env, "DEAD_LETTER_MAX_LENGTH", int, defaults.dead_letter_max_length
+        ),
+        "prune_batch_size": _parse(env, "PRUNE_BATCH_SIZE", int, defaults.prune_batch_size),
     }
+    _in_range("RESULT_RETENTION_DAYS", values["result_retention_days"], 1, 36_500)
+    _in_range("DEAD_LETTER_MAX_LENGTH", values["dead_letter_max_length"], 1, 100_000_000)
+    _in_range("PRUNE_BATCH_SIZE", values["prune_batch_size"], 1, 100_000)
     _in_range("JWT_TTL_SECONDS", values["jwt_ttl_seconds"], 1)
     _in_range("BCRYPT_ROUNDS", values["bcrypt_rounds"], 4, 31)
     _in_range("PORT", values["port"], 1, 65535)

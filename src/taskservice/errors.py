@@ -31,6 +31,14 @@ class TooManyActiveTasks(DomainError):
         self.limit = limit
 
 
+class TaskNotFinished(DomainError):
+    """The request needs a finished task; this one is still queued or running."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, broker) cannot be reached; the client may retry."""
 

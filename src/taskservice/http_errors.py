@@ -38,6 +38,11 @@ class NotFound(falcon.HTTPNotFound):
         super().__init__(title="Not found", description=description)
 
 
+class ResultDeleted(falcon.HTTPGone):
+    def __init__(self, description: str):
+        super().__init__(title="Result deleted", description=description)
+
+
 class Unauthorized(falcon.HTTPUnauthorized):
     def __init__(self, description: str):
         super().__init__(
@@ -75,6 +80,7 @@ _DEFAULT_DESCRIPTIONS = {
     400: "The request could not be understood.",
     404: "No such resource.",
     405: "This method is not allowed on this resource.",
+    410: "This resource was deleted.",
     411: "A Content-Length header is required.",
     413: "The request body is too large.",
     415: "The request body must be JSON (Content-Type: application/json).",
@@ -109,6 +115,11 @@ def map_domain_error(req, resp, exc, params):
             f"You have {exc.limit} tasks queued or running, the most"
             " allowed at once. Submit again when one of them has finished.",
             retry_after=ACTIVE_TASKS_RETRY_AFTER_SECONDS,
+        )
+    if isinstance(exc, errors.TaskNotFinished):
+        raise Conflict(
+            f"The task is still {exc.status}: it was cancelled, and its data can be deleted once"
+            " it has stopped. Repeat the request in a moment."
         )
     if isinstance(exc, errors.ServiceUnavailable):
         # The details (hosts, users, driver messages) go to the log, not to the client.

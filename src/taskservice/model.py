@@ -57,6 +57,10 @@ class TaskRequest:
     memory_mb: int
 
 
+# How long a repeat with the same Idempotency-Key returns the task made the first time.
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
+
+
 @dataclass(frozen=True)
 class IdempotencyKey:
     """A client's Idempotency-Key with the fingerprint of the request it came with: a repeat of
@@ -64,7 +68,7 @@ class IdempotencyKey:
 
     key: str
     request_hash: str
-    lifetime: timedelta = timedelta(hours=24)
+    lifetime: timedelta = IDEMPOTENCY_KEY_LIFETIME
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,24 @@ class RunOutcome:
     memory_peak_bytes: int | None = None
 
 
+class DeletedBy(enum.StrEnum):
+    RETENTION = "retention"  # RESULT_RETENTION_DAYS after it finished
+    OWNER = "owner"  # DELETE /task/{id}
+
+
+@dataclass(frozen=True)
+class DataDeletion:
+    """When and why a finished task's code, stdin and output were deleted (its row stays)."""
+
+    at: datetime
+    by: DeletedBy
+
+
 @dataclass(frozen=True)
 class TaskResult:
     task: Task
-    outcome: RunOutcome | None  # None while the task is queued or running
+    outcome: RunOutcome | None  # None while the task is queued or running, and once deleted
+    deleted: DataDeletion | None = None  # set once its code, stdin and output are gone
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from taskservice.model import RunOutcome, Task
+    from taskservice.model import RunOutcome, Task, TaskResult
 
 
 class UnitsOfWork(Protocol):
@@ -35,9 +36,16 @@ class TaskChanges(Protocol):
         """Called right after a transition of ``task`` was committed (``outcome`` once final)."""
         ...
 
+    def task_purged(self, states: Sequence[TaskResult]) -> None:
+        """Called right after the data of these tasks was deleted (each state's ``deleted``)."""
+        ...
+
 
 class _NoChanges:
     def task_changed(self, task, outcome) -> None:
+        return None
+
+    def task_purged(self, states) -> None:
         return None
 
 

@@ -8,12 +8,19 @@ import uuid
 
 from taskservice.auth import IssuedToken, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator
-from taskservice.errors import BrokerUnavailable, DatabaseUnavailable, InvalidCredentials
+from taskservice.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    InvalidCredentials,
+    TaskNotFinished,
+)
 from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskStatus
 from taskservice.ports import TaskPublisher
-from taskservice.store.tasks import TaskStore
+from taskservice.store.retention import RetentionStore
+from taskservice.store.tasks import CancelResult, TaskStore
 from taskservice.store.users import User, UserStore
+from taskservice.task_queries import TaskQueries
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +144,46 @@ class TaskSubmissions:
                 raise
         self._metrics.task_submitted(task.language)
         return task, True
+
+
+# How long DELETE of a running task waits for its worker to stop it after the cancel.
+STOP_WAIT_SECONDS = 10.0
+
+
+class TaskDataDeletion:
+    """DELETE /task/{id}: a task's code, stdin and output deleted at its owner's request
+    (``store.retention`` says what stays). A task not yet finished is cancelled first."""
+
+    def __init__(
+        self,
+        store: RetentionStore,
+        clock: Clock,
+        tasks: TaskStore,
+        queries: TaskQueries,
+        stop_wait_seconds: float = STOP_WAIT_SECONDS,
+    ):
+        self._store = store
+        self._clock = clock
+        self._tasks = tasks
+        self._queries = queries
+        self._stop_wait = stop_wait_seconds
+
+    def delete(self, user_id: uuid.UUID, task_id: uuid.UUID) -> bool:
+        """True once the data is gone, now or before (a repeat); False when ``user_id`` has no
+        such task. A running task is cancelled and waited for; one that has not stopped within
+        ``stop_wait_seconds`` raises ``TaskNotFinished`` (its cancel stands: a repeat deletes)."""
+        state = self._store.delete_for_owner(task_id, user_id, self._clock())
+        if state is None:
+            return False
+        if state.deleted is not None:
+            return True
+        cancelled = self._tasks.cancel(task_id, user_id, self._clock())
+        if cancelled is not None and cancelled[0] is CancelResult.REQUESTED:
+            # Its worker kills it within about a second and stores `cancelled`.
+            self._queries.result(user_id, task_id, wait_seconds=self._stop_wait)
+        state = self._store.delete_for_owner(task_id, user_id, self._clock())
+        if state is None:
+            return False
+        if state.deleted is None:
+            raise TaskNotFinished(state.task.status.value)
+        return True

@@ -26,7 +26,12 @@ The rules, and what each one guarantees:
 4. **Ownership without a database read.** An entry names the task's owner, so another user gets
    the same 404 as for an unknown id from the cache alone; an id PostgreSQL does not know is
    remembered as absent (version 0, so any real state replaces it) for ``ABSENT_TTL_SECONDS``.
-5. **Signals that cannot be missed.** An accepted write publishes on the task's channel in the
+5. **Deleted data is never served.** When a finished task's code, stdin and output are deleted
+   (retention, or its owner's DELETE), its entry is replaced by a tombstone: the same status, no
+   result, when and why the data went, and a version above any final one (rank 10), so a
+   reader's fill of the row as it was before the deletion, landing late, is refused like any
+   older state (rule 1). A batch of tombstones is written in one pipeline.
+6. **Signals that cannot be missed.** An accepted write publishes on the task's channel in the
    same script. A waiter subscribes first and reads second (``waits``), so a change between the
    two reaches it either way.
 
@@ -43,14 +48,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
 
 from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
 from taskservice.model import RunOutcome, Task, TaskResult, TaskStatus
-from taskservice.task_views import result_body, status_body
+from taskservice.task_views import deletion_body, result_body, status_body
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,10 @@ SOCKET_TIMEOUT_SECONDS = 0.5
 FOREVER = 1e15
 _RANK = {TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 2}
 _FINAL_RANK = 9
+_DELETED_RANK = 10
 
-# KEYS: entry, channel. ARGV: version, trusted_until, owner, status json, result json, ttl ms.
+# KEYS: entry, channel. ARGV: version, trusted_until, owner, status json, result json, ttl ms,
+# deletion json.
 # An accepted write sets the fields, the expiry, and publishes the status on the channel.
 _COMPARE_AND_SET = """
 local current = redis.call('HMGET', KEYS[1], 'v', 't')
@@ -74,7 +81,8 @@ if current_version then
   if version < current_version then return 0 end
   if version == current_version and trusted <= tonumber(current[2]) then return 0 end
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 't', ARGV[2], 'o', ARGV[3], 's', ARGV[4], 'r', ARGV[5])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 't', ARGV[2], 'o', ARGV[3], 's', ARGV[4], 'r', ARGV[5],
+  'd', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', KEYS[2], ARGV[4])
 return 1
@@ -99,7 +107,9 @@ def task_id_of_channel(name: str) -> uuid.UUID | None:
         return None
 
 
-def version_of(task: Task) -> int:
+def version_of(task: Task, deleted: bool = False) -> int:
+    if deleted:
+        return _DELETED_RANK * 1000 + task.attempts
     rank = _FINAL_RANK if task.status.is_final else _RANK[task.status]
     return rank * 1000 + task.attempts
 
@@ -111,10 +121,11 @@ class CachedTask:
     owner: uuid.UUID | None
     status: dict | None  # the body of GET /status
     result: dict | None  # the body of GET /result's 200, once final
+    deleted: dict | None = None  # once the result was deleted: when and why (task_views)
 
     @property
     def is_final(self) -> bool:
-        return self.result is not None
+        return self.result is not None or self.deleted is not None
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -149,7 +160,7 @@ class StatusCache:
 
     def get(self, task_id: uuid.UUID, with_result: bool = False) -> CachedTask | None:
         """The trusted entry of ``task_id``; None: a miss, an entry past its trust, or no Redis."""
-        fields = ("t", "o", "s", "r") if with_result else ("t", "o", "s")
+        fields = ("t", "o", "s", "r", "d") if with_result else ("t", "o", "s")
         # execute_command, not hmget(): redis-py wraps hmget in a deprecation check that
         # inspects its signature on every call, a tenth of this request's CPU.
         values = self._call(
@@ -164,10 +175,12 @@ class StatusCache:
         if not owner:
             return CachedTask(owner=None, status=None, result=None)
         result = values[3] if with_result else None
+        deleted = values[4] if with_result else None
         return CachedTask(
             owner=uuid.UUID(owner),
             status=json.loads(values[2]),
             result=json.loads(result) if result else None,
+            deleted=json.loads(deleted) if deleted else None,
         )
 
     # --- writes ---------------------------------------------------------------------------
@@ -180,6 +193,32 @@ class StatusCache:
         """Write ``state`` through. ``read_back``: a reader's fill from PostgreSQL, not a
         writer's own commit; a non-final state read may already have moved on, so it is trusted
         for ``QUEUED_TRUST_SECONDS`` only (a writer's later write may have been the one lost)."""
+        return self._write(*self._entry(state, read_back))
+
+    def task_purged(self, states: Sequence[TaskResult]) -> None:
+        """Rule 5: the data of these tasks (each with its ``deleted``) was just deleted; their
+        entries become tombstones, all in one round trip."""
+        if not states:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        written = [self._entry(state, read_back=False) for state in states]
+        for keys, args in written:
+            self._compare_and_set(keys=keys, args=args, client=pipe)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            replies = [exc] * len(written)
+        refused = [
+            keys[0]
+            for (keys, _), reply in zip(written, replies, strict=True)
+            if isinstance(reply, Exception)
+        ]
+        if refused:
+            self._forget(refused)  # rule 3
+
+    def _entry(self, state: TaskResult, read_back: bool) -> tuple[list, list]:
+        """The compare-and-set's keys and arguments for ``state``."""
         task = state.task
         if task.status.is_final:
             trusted_until = FOREVER
@@ -192,37 +231,41 @@ class StatusCache:
         if read_back and not task.status.is_final:
             trusted_until = min(trusted_until, self._wall_clock() + QUEUED_TRUST_SECONDS)
         result = result_body(task, state.outcome) if state.outcome is not None else None
-        return self._write(
-            task.id,
-            version_of(task),
-            trusted_until,
+        deleted = deletion_body(state.deleted) if state.deleted is not None else None
+        return [entry_key(task.id), channel(task.id)], [
+            version_of(task, deleted=deleted is not None),
+            repr(float(trusted_until)),
             str(task.user_id),
             # Output as UTF-8, not \u escapes: up to 6 times smaller in Redis.
             json.dumps(status_body(task), ensure_ascii=False),
             json.dumps(result, ensure_ascii=False) if result is not None else "",
             self._ttl_ms,
-        )
+            json.dumps(deleted) if deleted is not None else "",
+        ]
 
     def put_absent(self, task_id: uuid.UUID) -> bool:
         """Rule 4: PostgreSQL has no such task; say so for a while."""
         until = self._wall_clock() + ABSENT_TTL_SECONDS
-        return self._write(task_id, 0, until, "", "{}", "", ABSENT_TTL_SECONDS * 1000)
+        keys = [entry_key(task_id), channel(task_id)]
+        args = [0, repr(float(until)), "", "{}", "", ABSENT_TTL_SECONDS * 1000, ""]
+        return self._write(keys, args)
 
-    def _write(self, task_id, version, trusted_until, owner, status, result, ttl_ms) -> bool:
+    def _write(self, keys: list, args: list) -> bool:
         # Not skipped while reads pause after a failure: a skipped write would leave the entry
         # it should have replaced trusted (rule 3). An unreachable Redis refuses a connection at
         # once, so the attempt costs next to nothing.
-        keys = [entry_key(task_id), channel(task_id)]
-        args = [version, repr(float(trusted_until)), owner, status, result, ttl_ms]
         try:
             return bool(self._compare_and_set(keys=keys, args=args))
         except redis.RedisError as exc:
             self._failed(exc)
-        # Rule 3: an entry this write could not replace must not be trusted. (Unreachable, Redis
+        self._forget([keys[0]])
+        return False
+
+    def _forget(self, keys: list[str]) -> None:
+        # Rule 3: an entry a write could not replace must not be trusted. (Unreachable, Redis
         # cannot delete either; rule 2 bounds the trust of what it holds.)
         with contextlib.suppress(redis.RedisError):
-            self._client.delete(keys[0])
-        return False
+            self._client.delete(*keys)
 
     # --- Redis away -----------------------------------------------------------------------
 
@@ -257,6 +300,9 @@ class NoCache:
 
     def put(self, state: TaskResult, read_back: bool = False) -> bool:
         return False
+
+    def task_purged(self, states: Sequence[TaskResult]) -> None:
+        return None
 
     def put_absent(self, task_id: uuid.UUID) -> bool:
         return False

@@ -3,25 +3,43 @@
 A read asks the status cache; on a miss (or an entry past its trust, or Redis away) it reads
 PostgreSQL and fills the cache with what it found, an unknown id included, so the next read of
 the same task, or of a task that is not the caller's, needs no database read at all.
+
+A cached result of a task that finished about the retention period ago or longer is not
+trusted: its data may have been deleted (the pruner writes a tombstone over the entry, but
+should that write have failed, Redis would still hold the result), so PostgreSQL is asked.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
+from taskservice.clock import Clock, utc_now
 from taskservice.status_cache import CachedTask, NoCache, StatusCache
 from taskservice.store.tasks import TaskStore
-from taskservice.task_views import result_body, status_body
+from taskservice.task_views import deletion_body, result_body, status_body
 from taskservice.waits import TaskWaits
 
 _UNKNOWN = CachedTask(owner=None, status=None, result=None)
+# Results cached for tasks that finished this long before the retention period ends are read
+# from PostgreSQL: the API's clock and the pruning worker's may disagree.
+RETENTION_MARGIN = timedelta(hours=1)
 
 
 class TaskQueries:
-    def __init__(self, tasks: TaskStore, cache: StatusCache | NoCache, waits: TaskWaits):
+    def __init__(
+        self,
+        tasks: TaskStore,
+        cache: StatusCache | NoCache,
+        waits: TaskWaits,
+        retention: timedelta | None = None,
+        clock: Clock = utc_now,
+    ):
         self._tasks = tasks
         self._cache = cache
         self._waits = waits
+        self._retention = retention
+        self._clock = clock
 
     def status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> dict | None:
         """The body of `GET /status`, or None when no such task belongs to ``user_id``."""
@@ -53,7 +71,7 @@ class TaskQueries:
     def _entry(self, task_id: uuid.UUID, with_result: bool, fresh: bool = False) -> CachedTask:
         if not fresh:
             cached = self._cache.get(task_id, with_result=with_result)
-            if cached is not None:
+            if cached is not None and not self._maybe_deleted(cached):
                 return cached
         found = self._tasks.result_by_id(task_id)
         if found is None:
@@ -65,4 +83,12 @@ class TaskQueries:
             owner=task.user_id,
             status=status_body(task),
             result=result_body(task, outcome) if outcome is not None else None,
+            deleted=deletion_body(found.deleted) if found.deleted is not None else None,
         )
+
+    def _maybe_deleted(self, cached: CachedTask) -> bool:
+        """Whether a cached result may be of data the retention pass has deleted since."""
+        if cached.result is None or self._retention is None:
+            return False
+        finished = datetime.fromisoformat(cached.status["finished_at"])
+        return finished < self._clock() - self._retention + RETENTION_MARGIN

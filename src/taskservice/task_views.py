@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from taskservice.model import RunOutcome, Task
+from taskservice.model import DataDeletion, RunOutcome, Task
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -51,3 +51,8 @@ def result_body(task: Task, outcome: RunOutcome) -> dict:
         "memory_mb": task.memory_mb,
         "memory_peak_bytes": outcome.memory_peak_bytes,
     }
+
+
+def deletion_body(deleted: DataDeletion) -> dict:
+    """What the status cache keeps of a deletion, for GET /result's 410."""
+    return {"at": iso(deleted.at), "by": deleted.by.value}

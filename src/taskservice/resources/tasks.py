@@ -3,8 +3,8 @@ import uuid
 import falcon
 
 from taskservice import validation
-from taskservice.http_errors import NotFound
-from taskservice.services import TaskSubmissions
+from taskservice.http_errors import NotFound, ResultDeleted
+from taskservice.services import TaskDataDeletion, TaskSubmissions
 from taskservice.status_cache import CachedTask
 from taskservice.task_queries import TaskQueries
 
@@ -17,6 +17,17 @@ RETRY_AFTER_SECONDS = 1
 
 def pending_body(entry: CachedTask) -> dict:
     return {"task_id": entry.status["task_id"], "status": entry.status["status"]}
+
+
+def deleted_description(entry: CachedTask, retention_days: int) -> str:
+    deleted, task_id = entry.deleted, entry.status["task_id"]
+    why = (
+        "at your request" if deleted["by"] == "owner" else f"after {retention_days} days' retention"
+    )
+    return (
+        f"This task's code, input and output were deleted on {deleted['at'][:10]} {why}."
+        f" Its status is still at /status/{task_id}."
+    )
 
 
 class TasksResource:
@@ -51,7 +62,8 @@ class TasksResource:
         if wait > 0:
             entry = self._queries.result(user_id, task.id, wait)
             if entry is not None:
-                resp.media = entry.result if entry.is_final else pending_body(entry)
+                # A repeat's task may have had its data deleted: then its status alone.
+                resp.media = entry.result if entry.result is not None else pending_body(entry)
 
 
 class TaskStatusResource:
@@ -70,9 +82,10 @@ class TaskStatusResource:
 class TaskResultResource:
     auth_required = True
 
-    def __init__(self, queries: TaskQueries, max_wait_seconds: float):
+    def __init__(self, queries: TaskQueries, max_wait_seconds: float, retention_days: int):
         self._queries = queries
         self._max_wait = max_wait_seconds
+        self._retention_days = retention_days
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
         validation.only_query_parameters(req.params, {"wait"})
@@ -80,9 +93,25 @@ class TaskResultResource:
         entry = self._queries.result(req.context.user_id, task_id, wait)
         if entry is None:
             raise NotFound(TASK_NOT_FOUND)
+        if entry.deleted is not None:
+            raise ResultDeleted(deleted_description(entry, self._retention_days))
         if not entry.is_final:
             resp.status = falcon.HTTP_202
             resp.retry_after = RETRY_AFTER_SECONDS
             resp.media = pending_body(entry)
             return
         resp.media = entry.result
+
+
+class TaskResource:
+    """One task as a whole: DELETE removes a finished task's code, input and output."""
+
+    auth_required = True
+
+    def __init__(self, deletion: TaskDataDeletion):
+        self._deletion = deletion
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
+        if not self._deletion.delete(req.context.user_id, task_id):
+            raise NotFound(TASK_NOT_FOUND)
+        resp.status = falcon.HTTP_204

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskservice.model import RunOutcome, Task, TaskStatus
+from taskservice.model import DataDeletion, DeletedBy, RunOutcome, Task, TaskStatus
 
 TASK_COLUMNS = (
     "id, user_id, language, status, timeout_seconds, memory_mb, attempts,"
@@ -12,6 +12,8 @@ OUTCOME_COLUMNS = (
     "exit_code, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, error,"
     " oom_killed, signal, memory_peak_bytes"
 )
+
+DELETION_COLUMNS = "data_deleted_at, data_deleted_by"
 
 
 def task_from_row(row) -> Task:
@@ -43,3 +45,9 @@ def outcome_from_row(row) -> RunOutcome:
         signal=row["signal"],
         memory_peak_bytes=row["memory_peak_bytes"],
     )
+
+
+def deletion_from_row(row) -> DataDeletion | None:
+    if row["data_deleted_at"] is None:
+        return None
+    return DataDeletion(at=row["data_deleted_at"], by=DeletedBy(row["data_deleted_by"]))

@@ -25,8 +25,10 @@ from taskservice.model import (
 from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
 from taskservice.store.delivery import MAX_RESENDS
 from taskservice.store.rows import (
+    DELETION_COLUMNS,
     OUTCOME_COLUMNS,
     TASK_COLUMNS,
+    deletion_from_row,
     outcome_from_row,
     task_from_row,
 )
@@ -149,15 +151,21 @@ class TaskStore:
         return found if found is not None and found.task.user_id == user_id else None
 
     def result_by_id(self, task_id: uuid.UUID) -> TaskResult | None:
-        """The task and, once final, its outcome, whoever owns it (the cache's fill reads this)."""
+        """The task and, once final, its outcome, whoever owns it (the cache's fill reads this).
+
+        A task whose data was deleted comes without an outcome, and with when and why."""
         with self._db.statement() as cursor:
             cursor.execute(
-                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS} FROM tasks WHERE id = %s", (task_id,)
+                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS}, {DELETION_COLUMNS}"
+                " FROM tasks WHERE id = %s",
+                (task_id,),
             )
             row = cursor.fetchone()
         if row is None:
             return None
-        task = task_from_row(row)
+        task, deleted = task_from_row(row), deletion_from_row(row)
+        if deleted is not None:
+            return TaskResult(task, None, deleted)
         return TaskResult(task, outcome_from_row(row) if task.status.is_final else None)
 
     def cancel(

@@ -105,7 +105,7 @@ class Consumer:
             self._connection = connection
         try:
             channel = connection.channel()
-            declare_topology(channel, self._config.queue_name)
+            declare_topology(channel, self._config.queue_name, self._config.dead_letter_max_length)
             # Confirms for the one thing this channel publishes: a message sent to the back of
             # the queue (fair share) must be safe with the broker before its old copy is acked.
             channel.confirm_delivery()

@@ -1,7 +1,8 @@
 """The worker process: builds the real collaborators, starts the background jobs, consumes.
 
 Each job has its own module: ``consumer`` (all pika code), ``runner`` (claim to stored
-outcome), ``heartbeat``, ``sweeper``, ``versions``, ``shutdown`` (the warm and the cold stop);
+outcome), ``heartbeat``, ``sweeper`` (``pruner`` after each sweep), ``versions``, ``shutdown``
+(the warm and the cold stop);
 the sandbox is the ``taskservice.sandbox`` package.
 """
 
@@ -20,10 +21,12 @@ from taskservice.errors import DatabaseUnavailable
 from taskservice.sandbox import SandboxSettings
 from taskservice.store.delivery import DeliveryStore
 from taskservice.store.languages import LanguageVersionStore
+from taskservice.store.retention import RetentionStore
 from taskservice.store.workers import WorkerRegistry
 from taskservice.worker.cancels import CancelWatcher
 from taskservice.worker.consumer import Consumer
 from taskservice.worker.heartbeat import Heartbeat
+from taskservice.worker.pruner import Pruner
 from taskservice.worker.queue_depth import QueueDepth
 from taskservice.worker.runner import TaskRunner
 from taskservice.worker.shutdown import Shutdown
@@ -90,12 +93,19 @@ def run_worker(config: Config) -> None:
     runner = TaskRunner(config, delivery, sandbox, worker_id, shutdown=shutdown, metrics=metrics)
     consumer = Consumer(config, runner, shutdown, metrics=metrics)
     publisher = Publisher(
-        config.amqp_url, config.queue_name, config.broker_timeout_seconds, metrics=metrics
+        config.amqp_url,
+        config.queue_name,
+        config.broker_timeout_seconds,
+        metrics=metrics,
+        dead_letter_max_length=config.dead_letter_max_length,
     )
     heartbeat = Heartbeat(
         registry, worker_id, config.worker_heartbeat_seconds, config.worker_lease_seconds
     )
     sweeper = Sweeper(config, delivery, registry, publisher, worker_id)
+    pruner = Pruner(
+        RetentionStore(db, changes=cache), config.result_retention_days, config.prune_batch_size
+    )
     versions = VersionReporter(config, sandbox, LanguageVersionStore(db))
     cancels = CancelWatcher(delivery, sandbox, worker_id)
     background_stopped = threading.Event()
@@ -105,7 +115,10 @@ def run_worker(config: Config) -> None:
             target=heartbeat.run_until, args=(background_stopped,), name="heartbeat", daemon=True
         ),
         threading.Thread(
-            target=sweeper.run_until, args=(background_stopped,), name="sweep", daemon=True
+            target=sweeper.run_until,
+            args=(background_stopped, pruner.prune),
+            name="sweep",
+            daemon=True,
         ),
         threading.Thread(
             target=cancels.run_until, args=(background_stopped,), name="cancels", daemon=True

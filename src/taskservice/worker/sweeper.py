@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 
 from taskservice.config import Config
 from taskservice.errors import BrokerUnavailable, DatabaseUnavailable
@@ -78,10 +79,13 @@ class Sweeper:
         except DatabaseUnavailable as exc:
             log.warning("could not give back the resends of %d tasks: %s", len(task_ids), exc)
 
-    def run_until(self, stopped: threading.Event) -> None:
+    def run_until(self, stopped: threading.Event, *after: Callable[[], object]) -> None:
+        """The worker's maintenance loop: a sweep every ``SWEEP_INTERVAL_SECONDS``, each
+        followed by the jobs ``after`` (the pruner), on this one thread and its connection."""
         while not stopped.is_set():
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("sweep failed")
+            for job in (self.sweep, *after):
+                try:
+                    job()
+                except Exception:
+                    log.exception("%s failed", getattr(job, "__qualname__", "maintenance"))
             stopped.wait(self._config.sweep_interval_seconds)
