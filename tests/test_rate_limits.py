@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import pika
 import pytest
+import requests
 from falcon import testing
 
 from taskservice.app import Collaborators, create_app
@@ -25,6 +26,7 @@ from taskservice.metrics.api import ApiMetrics
 from taskservice.queue import Publisher
 from taskservice.rate_limits import redis_storage
 from tests.metrics_text import promtool_check, value
+from tests.service import TEST_JWT_SECRET, Process, free_port, service_env, wait_for_api
 
 LIMITED = "taskservice_rate_limited_total"
 DEPENDENCY_ERRORS = "taskservice_dependency_errors_total"
@@ -172,9 +174,7 @@ def own_queue(config):
     connection.close()
 
 
-def test_submissions_are_limited_per_user_and_a_refused_one_leaves_nothing(
-    limited, db, own_queue
-):
+def test_submissions_are_limited_per_user_and_a_refused_one_leaves_nothing(limited, db, own_queue):
     publisher, queued = own_queue
     app = limited(publisher=publisher, rate_limit_submit="3/minute")
     alice, bob = app.user(), app.user()
@@ -315,7 +315,7 @@ def test_limit_settings_and_their_defaults():
 
 @pytest.mark.parametrize("bad", ["nginx", "10.0.0.0/33", "127.0.0.1, 300.1.1.1"])
 def test_a_bad_trusted_proxy_stops_start_up(bad):
-    with pytest.raises(ConfigError, match="^TRUSTED_PROXIES: "):
+    with pytest.raises(ConfigError, match=r"^TRUSTED_PROXIES: "):
         load_config({"TRUSTED_PROXIES": bad})
 
 
@@ -353,3 +353,39 @@ def test_limits_fail_open_when_redis_hangs(config, db, publisher, clock, caplog)
         assert app.register().status_code == 201
         assert app.metric(DEPENDENCY_ERRORS, dependency="redis") == 1
         assert any("Timeout" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# --- the real API (gunicorn, two processes) -------------------------------------------------
+
+
+def test_the_real_api_limits_across_its_processes(config, redis_server, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = service_env(
+        config,
+        TEST_JWT_SECRET,
+        PORT=str(port),
+        API_WORKERS="2",
+        REDIS_URL=redis_server.url,
+        RATE_LIMIT_AUTH="3/minute",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    api = Process("api", env, tmp_path / "api.log")
+    try:
+        wait_for_api(base, api)
+        answers = []
+        for _ in range(5):
+            body = {"username": f"r{uuid.uuid4().hex[:12]}", "password": PASSWORD}
+            answers.append(requests.post(f"{base}/register", json=body, timeout=10))
+        # One count in Redis for both processes, whichever answered.
+        assert [a.status_code for a in answers] == [201, 201, 201, 429, 429]
+        refused = answers[3]
+        assert refused.json()["title"] == "Too many requests"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["RateLimit-Policy"] == '"auth";q=3;w=60'
+        assert answers[0].headers["RateLimit"].startswith('"auth";r=2;t=')
+        text = requests.get(f"{base}/metrics", timeout=10).text
+        assert value(text, LIMITED, limit="auth") == 2
+        promtool_check(text)
+    finally:
+        api.stop()
