@@ -184,17 +184,16 @@ def test_submissions_are_limited_per_user_and_a_refused_one_leaves_nothing(limit
         assert created.headers["RateLimit-Policy"] == '"submit";q=3;w=60'
     assert queued() == 3
 
+    key = uuid.uuid4().hex
     refused = app.client.simulate_post(
-        "/task",
-        json={"code": "print('refused')"},
-        headers={**alice, "Idempotency-Key": uuid.uuid4().hex},
+        "/task", json={"code": "print('refused')"}, headers={**alice, "Idempotency-Key": key}
     )
     assert_refused(refused, "submit", 3)
     assert "Location" not in refused.headers
     with db.transaction() as cursor:
         cursor.execute("SELECT count(*) AS n FROM tasks WHERE code = %s", ("print('refused')",))
         assert cursor.fetchone()["n"] == 0
-        cursor.execute("SELECT count(*) AS n FROM idempotency_keys")
+        cursor.execute("SELECT count(*) AS n FROM idempotency_keys WHERE key = %s", (key,))
         assert cursor.fetchone()["n"] == 0
     assert queued() == 3
 
