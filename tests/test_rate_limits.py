@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 import uuid
 from dataclasses import replace
 
@@ -338,7 +339,13 @@ def test_limits_fail_open_when_redis_is_stopped(limited, redis_server, caplog):
     # Counted once per failed call; within the pause after it Redis is not asked again.
     assert app.metric(DEPENDENCY_ERRORS, dependency="redis") == 1
 
-    redis_server.start()  # empty again: the count starts anew once Redis is asked again
+    # Back with Redis (empty: the counts start anew) once the pause after the failure is over.
+    redis_server.start()
+    deadline = time.monotonic() + 10
+    while "RateLimit" not in app.client.simulate_get("/").headers:
+        assert time.monotonic() < deadline, "the limits did not come back with Redis"
+        time.sleep(0.1)
+    assert app.client.simulate_get("/").status_code == 429
 
 
 def test_limits_fail_open_when_redis_hangs(config, db, publisher, clock, caplog):
