@@ -104,6 +104,16 @@ done && rm "$env_file.bak"
 # This run's own: nginx on a free port of the loopback only, and an app image tag of its own.
 sed -i -e "s/^NGINX_BIND_ADDRESS=.*/NGINX_BIND_ADDRESS=127.0.0.1/" -e "s/^NGINX_PORT=.*/NGINX_PORT=$port/" \
   -e "s|^TASKSERVICE_IMAGE=.*|TASKSERVICE_IMAGE=taskservice/app:compose-test|" "$env_file"
+# Limits no check here reaches (all of them come from one address), and a subnet for nginx's
+# network that no other network on the engine has, so that stacks run side by side (other
+# checkouts' smoke tests) do not clash on the default one.
+used_subnets=$(docker network inspect $(docker network ls -q) --format '{{range .IPAM.Config}}{{.Subnet}} {{end}}' 2>/dev/null || true)
+for _ in $(seq 50); do
+  edge_subnet=10.213.$((RANDOM % 256)).0/24
+  [[ " $used_subnets " == *" $edge_subnet "* ]] || break
+done
+sed -i -e "s|^RATE_LIMIT_AUTH=.*|RATE_LIMIT_AUTH=100000/minute|" -e "s|^RATE_LIMIT_SUBMIT=.*|RATE_LIMIT_SUBMIT=100000/minute|" \
+  -e "s|^RATE_LIMIT_READ=.*|RATE_LIMIT_READ=100000/minute|" -e "s|^EDGE_SUBNET=.*|EDGE_SUBNET=$edge_subnet|" "$env_file"
 
 log "up --build -d (project $project, nginx on $base)"
 "${compose[@]}" up --build -d >"$work/up.log" 2>&1 || { tail -n 40 "$work/up.log" >&2; die "compose up failed"; }
@@ -180,6 +190,11 @@ result=$(curl -fsS "$base/result/$TASK_ID" -H "Authorization: Bearer $TOKEN")
 [[ $status == succeeded && $(json_field stdout <<<"$result") == 42 ]] ||
   die "task $TASK_ID: expected status succeeded and stdout 42, got: $result"
 ok "register, login, task $TASK_ID printed 42"
+# The limits count in Redis and answer with their headers through nginx.
+limit_headers=$(curl -fsS -D - -o /dev/null "$base/status/$TASK_ID" -H "Authorization: Bearer $TOKEN" | tr -d '\r')
+grep -qi '^RateLimit-Policy: "read";q=100000;w=60$' <<<"$limit_headers" && grep -qi '^RateLimit: "read";r=' <<<"$limit_headers" ||
+  die "GET /status through nginx came without the rate-limit headers: $limit_headers"
+ok "rate limits in force through nginx: $(grep -i '^RateLimit:' <<<"$limit_headers")"
 # Redis is optional to the service, so a stack that never reached it would pass every check
 # above: the task's states must have gone through its status cache.
 cached=$(docker exec "$redis_id" redis-cli dbsize)

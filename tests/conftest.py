@@ -27,7 +27,7 @@ from taskservice.queue import Publisher
 from taskservice.store.migrate import migrate
 from tests.fault_stack import Stack
 from tests.private_services import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
-from tests.service import TEST_JWT_SECRET, own_database_and_queues
+from tests.service import GENEROUS_RATE_LIMITS, TEST_JWT_SECRET, own_database_and_queues
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -41,6 +41,7 @@ def base_config() -> Config:
             "JWT_SECRET": TEST_JWT_SECRET,
             "BCRYPT_ROUNDS": "4",
             "QUEUE_NAME": f"taskservice.test.{RUN_ID}",
+            **GENEROUS_RATE_LIMITS,
         }
     )
     return load_config(env)

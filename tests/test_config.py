@@ -141,6 +141,7 @@ def test_env_example_lists_every_variable_the_service_reads():
 WORDED_DEFAULTS = {
     "SANDBOX_RUNTIME": "engine default",
     "PROMETHEUS_MULTIPROC_DIR": "a fresh temporary directory",
+    "CORS_ORIGINS": "none",
 }
 
 

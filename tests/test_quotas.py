@@ -14,6 +14,7 @@ import pytest
 from falcon import testing
 
 from taskservice.app import Collaborators, create_app
+from taskservice.metrics.api import ApiMetrics
 from taskservice.model import RunOutcome, TaskStatus
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
@@ -35,8 +36,13 @@ def quota_config(config):
 
 
 @pytest.fixture
-def client(quota_config, database, publisher, hasher) -> testing.TestClient:
-    collaborators = Collaborators(db=database, publisher=publisher, hasher=hasher)
+def metrics() -> ApiMetrics:
+    return ApiMetrics()
+
+
+@pytest.fixture
+def client(quota_config, database, publisher, hasher, metrics) -> testing.TestClient:
+    collaborators = Collaborators(db=database, publisher=publisher, hasher=hasher, metrics=metrics)
     return testing.TestClient(create_app(quota_config, collaborators))
 
 
@@ -48,7 +54,7 @@ def active_rows(config, user_id: str) -> list[dict]:
     )
 
 
-def test_a_submit_past_the_quota_gets_429_and_stores_nothing(client, config):
+def test_a_submit_past_the_quota_gets_429_and_stores_nothing(client, config, metrics):
     user_id, headers = logged_in(client)
     keyed = {**headers, "Idempotency-Key": "first"}
     first = post(client, "/task", {"code": "print(0)"}, keyed)
@@ -61,6 +67,8 @@ def test_a_submit_past_the_quota_gets_429_and_stores_nothing(client, config):
     assert str(QUOTA) in refused.json["description"]
     assert int(refused.headers["retry-after"]) > 0
     assert len(active_rows(config, user_id)) == QUOTA
+    refusals = {"limit": "active_tasks"}
+    assert metrics.registry.get_sample_value("taskservice_rate_limited_total", refusals) == 1
     # A repeat of an accepted request is answered still: it makes nothing new.
     again = post(client, "/task", {"code": "print(0)"}, keyed)
     assert (again.status_code, again.json["task_id"]) == (200, first.json["task_id"])

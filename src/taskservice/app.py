@@ -9,13 +9,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import falcon
+from limits.storage import Storage
 
 from taskservice import errors, http_errors, tracing
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
+from taskservice.client_addresses import ClientAddresses
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
+from taskservice.cors import cors_middleware
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
 from taskservice.ports import TaskPublisher, UnitsOfWork
+from taskservice.rate_limits import RateLimiter, RateLimitMiddleware, policies, redis_storage
 from taskservice.readiness import Readiness
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
@@ -66,6 +70,8 @@ class Collaborators:
     waits: TaskWaits = field(default_factory=lambda: TaskWaits(None))
     # A registry of its own: GET /metrics shows this app's requests alone.
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    # Where the rate limits count (rate_limits.py); without one nothing is limited.
+    rate_limit_storage: Storage | None = None
 
 
 class BodyLimitMiddleware:
@@ -91,6 +97,19 @@ def _json_loads(text: str):
         # A few thousand nested brackets fit in any body limit and exhaust the parser's stack;
         # Falcon answers 400 for a ValueError, where a RecursionError would be a 500.
         raise ValueError("The JSON is nested too deeply.") from None
+
+
+def _rate_limit_middleware(config: Config, collaborators: Collaborators) -> list:
+    """After AuthMiddleware: the per-user limits need the user it found."""
+    if collaborators.rate_limit_storage is None:
+        return []
+    limiter = RateLimiter(
+        collaborators.rate_limit_storage,
+        policies(config.rate_limit_auth, config.rate_limit_submit, config.rate_limit_read),
+        collaborators.metrics,
+    )
+    clients = ClientAddresses(config.trusted_proxy_networks)
+    return [RateLimitMiddleware(limiter, clients, collaborators.metrics)]
 
 
 def create_app(
@@ -134,7 +153,14 @@ def create_app(
     # Metrics first: its clock starts before, and its count follows, every other middleware.
     metrics = MetricsMiddleware(collaborators.metrics)
     app = falcon.App(
-        middleware=[metrics, RequestIdMiddleware(), BodyLimitMiddleware(), AuthMiddleware(tokens)]
+        middleware=[
+            metrics,
+            RequestIdMiddleware(),
+            *cors_middleware(config.cors_origin_list),
+            BodyLimitMiddleware(),
+            AuthMiddleware(tokens),
+            *_rate_limit_middleware(config, collaborators),
+        ]
     )
     app.req_options.strip_url_path_trailing_slash = False
     # JSON only: Falcon would otherwise also parse form bodies into media.
@@ -205,5 +231,6 @@ def get_app(config: Config | None = None) -> falcon.App:
         cache=StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics),
         waits=TaskWaits(redis, metrics=metrics, max_waiting=config.max_waiting_requests),
         metrics=metrics,
+        rate_limit_storage=redis_storage(config.redis_url),  # connects on first use
     )
     return create_app(config, collaborators)

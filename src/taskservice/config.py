@@ -6,11 +6,14 @@ No other module reads ``os.environ``; everything that needs a setting receives t
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+import limits
 
 T = TypeVar("T")
 
@@ -27,6 +30,9 @@ JWT_SECRET_PLACEHOLDER = "change-me-to-a-random-secret-of-at-least-32-bytes"  # 
 WORKER_STOP_SLACK_SECONDS = 20
 LOG_FORMATS = ("json", "text")
 TRACE_EXPORTERS = ("otlp", "console")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -114,12 +120,31 @@ class Config:
     dead_letter_max_length: int = 10_000
     # Rows one pruning statement deletes: each is a short transaction of its own.
     prune_batch_size: int = 500
+    # --- Rate limits, client addresses, CORS (rate_limits.py, client_addresses.py) -------------
+    # Limits in the `limits` notation ("10/minute", "100 per 5 minutes"), checked at start-up.
+    rate_limit_auth: str = "10/minute"
+    rate_limit_submit: str = "120/minute"
+    rate_limit_read: str = "1200/minute"
+    # Comma lists. TRUSTED_PROXIES: proxies (addresses or CIDRs) whose X-Forwarded-For is
+    # believed; empty: none, the socket peer is the client. CORS_ORIGINS: origins allowed to
+    # call the API from a browser; empty: no CORS headers at all. Parsed by the properties below.
+    trusted_proxies: str = ""
+    cors_origins: str = ""
+    # -------------------------------------------------------------------------------------------
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
     def otel_traces_exporters(self) -> tuple[str, ...]:
         names = (name.strip() for name in self.otel_traces_exporter.split(","))
         return tuple(name for name in names if name and name != "none")
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return _networks("TRUSTED_PROXIES", self.trusted_proxies)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return _origins("CORS_ORIGINS", self.cors_origins)
 
     @property
     def max_waiting_requests(self) -> int:
@@ -334,6 +359,71 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(
                 f"OTEL_TRACES_EXPORTER: {name.strip()!r} is none of none, otlp, console"
             )
+    values.update(_abuse_settings(env, defaults))
     languages = default_languages(values["sandbox_image"])
     values["languages"] = languages
     return Config(**values)
+
+
+# --- Rate limits, client addresses, CORS ------------------------------------------------------
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _parse(env, name, str, default)
+    try:
+        # limits.parse reads "10/minute;100/hour" as its first limit alone: one limit a setting.
+        if len(limits.parse_many(value)) != 1:
+            raise ValueError(value)
+        item = limits.parse(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={value!r} is not a rate limit such as '10/minute' or '100 per 5 minutes'"
+        ) from None
+    if item.amount < 1:
+        raise ConfigError(f"{name}={value!r} allows no request at all; the amount must be >= 1")
+    return value
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _networks(name: str, value: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for part in _comma_list(value):
+        try:
+            # strict=False: 172.28.0.1/16 means the network it is in, as people often write it.
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+def _origins(name: str, value: str) -> tuple[str, ...]:
+    origins = _comma_list(value)
+    for origin in origins:
+        # A browser sends its Origin as scheme://host[:port], nothing more; the comparison is
+        # exact, so anything else (a path, a trailing slash, "*") would never match or would
+        # open the API to every site.
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#*@ "):
+            raise ConfigError(
+                f"{name}: {origin!r} is not an origin such as https://app.example.com"
+            )
+    return tuple(origins)
+
+
+def _abuse_settings(env: Mapping[str, str], defaults: Config) -> dict:
+    return {
+        "rate_limit_auth": _rate_limit(env, "RATE_LIMIT_AUTH", defaults.rate_limit_auth),
+        "rate_limit_submit": _rate_limit(env, "RATE_LIMIT_SUBMIT", defaults.rate_limit_submit),
+        "rate_limit_read": _rate_limit(env, "RATE_LIMIT_READ", defaults.rate_limit_read),
+        "trusted_proxies": _checked(env, "TRUSTED_PROXIES", _networks),
+        "cors_origins": _checked(env, "CORS_ORIGINS", _origins),
+    }
+
+
+def _checked(env: Mapping[str, str], name: str, parse: Callable[[str, str], object]) -> str:
+    value = _parse(env, name, str, "")
+    parse(name, value)  # raises ConfigError naming the variable
+    return value

@@ -64,6 +64,16 @@ class Unavailable(falcon.HTTPServiceUnavailable):
         )
 
 
+class TooManyRequests(falcon.HTTPTooManyRequests):
+    def __init__(self, description: str, retry_after: int, headers: dict[str, str] | None = None):
+        super().__init__(
+            title="Too many requests",
+            description=description,
+            retry_after=retry_after,
+            headers=headers,
+        )
+
+
 class InternalError(falcon.HTTPInternalServerError):
     def __init__(self):
         super().__init__(

@@ -13,6 +13,7 @@ from taskservice.errors import (
     DatabaseUnavailable,
     InvalidCredentials,
     TaskNotFinished,
+    TooManyActiveTasks,
 )
 from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskStatus
@@ -103,14 +104,18 @@ class TaskSubmissions:
             else None
         )
         # Stored first, published second: a worker that gets the message always finds the task.
-        task, created = self._tasks.create(
-            self._new_id(),
-            user_id,
-            request,
-            self._clock(),
-            idempotency,
-            max_active=self._max_active_tasks,
-        )
+        try:
+            task, created = self._tasks.create(
+                self._new_id(),
+                user_id,
+                request,
+                self._clock(),
+                idempotency,
+                max_active=self._max_active_tasks,
+            )
+        except TooManyActiveTasks:
+            self._metrics.rate_limited("active_tasks")  # with the rate limits' refusals
+            raise
         if not created:
             # The first request may have died between storing and publishing; a second message
             # is harmless (the claim skips what is running or done), a lost one not.

@@ -15,6 +15,7 @@ API (``GET /metrics``, every gunicorn process added up):
   taskservice_http_requests_total{method, route, status}
   taskservice_http_request_duration_seconds{method, route}       histogram
   taskservice_tasks_submitted_total{language}
+  taskservice_rate_limited_total{limit}                          requests refused with 429
 Worker (its own port, WORKER_METRICS_PORT):
   taskservice_tasks_finished_total{language, status}             when an outcome is stored
   taskservice_task_queue_wait_seconds                            histogram, created -> first claim
@@ -53,6 +54,9 @@ class NoMetrics:
 
     def task_submitted(self, language: str) -> None:
         """A new task was accepted (not an idempotent repeat)."""
+
+    def rate_limited(self, limit: str) -> None:
+        """A request was refused with 429 by the named limit (auth, submit, read, ...)."""
 
     # --- the worker -----------------------------------------------------------------------
 

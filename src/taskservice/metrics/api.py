@@ -27,6 +27,10 @@ REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 # Anything else a client may send as a method is one label value, not one series each.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"
+# The `limit` label's values known from the start (taskservice.rate_limits); others may be
+# counted too (a quota's refusal), they appear at their first count.
+# The rate limits, and the quota of active tasks a user may have (a 429 as well).
+RATE_LIMITS = ("auth", "submit", "read", "active_tasks")
 
 
 def multiprocess_values() -> bool:
@@ -78,6 +82,14 @@ class ApiMetrics(NoMetrics):
             ["language"],
             registry=self.registry,
         )
+        self._rate_limited = Counter(
+            "taskservice_rate_limited_total",
+            "Requests refused with 429, by the limit that refused them.",
+            ["limit"],
+            registry=self.registry,
+        )
+        for limit in RATE_LIMITS:
+            self._rate_limited.labels(limit)  # present at 0, so rates exist before a refusal
         self._dependency_errors = dependency_errors_counter(
             self.registry, (DATABASE, BROKER, REDIS)
         )
@@ -88,6 +100,9 @@ class ApiMetrics(NoMetrics):
 
     def task_submitted(self, language: str) -> None:
         self._submitted.labels(language).inc()
+
+    def rate_limited(self, limit: str) -> None:
+        self._rate_limited.labels(limit).inc()
 
     def dependency_error(self, dependency: str) -> None:
         self._dependency_errors.labels(dependency).inc()

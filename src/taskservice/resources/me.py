@@ -17,6 +17,9 @@ def account_limits(config: Config) -> dict:
     """What one account may do, as a client needs to know it to stay within it."""
     return {
         "max_active_tasks": config.user_max_active_tasks,
+        "rate_limit_submit": config.rate_limit_submit,
+        "rate_limit_read": config.rate_limit_read,
+        "result_retention_days": config.result_retention_days,
         "max_code_bytes": config.max_code_bytes,
         "max_stdin_bytes": config.max_stdin_bytes,
         "max_output_bytes": config.max_output_bytes,
