@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from taskservice import errors, http_errors, tracing
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
+from taskservice.json_body import CheckedJSONHandler
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.readiness import Readiness
@@ -69,15 +69,6 @@ class BodyLimitMiddleware:
             )
 
 
-def _json_loads(text: str):
-    try:
-        return json.loads(text)
-    except RecursionError:
-        # A few thousand nested brackets fit in any body limit and exhaust the parser's stack;
-        # Falcon answers 400 for a ValueError, where a RecursionError would be a 500.
-        raise ValueError("The JSON is nested too deeply.") from None
-
-
 def create_app(
     config: Config, collaborators: Collaborators, docs_root: Path = PROJECT_ROOT
 ) -> falcon.App:
@@ -114,9 +105,10 @@ def create_app(
         middleware=[metrics, RequestIdMiddleware(), BodyLimitMiddleware(), AuthMiddleware(tokens)]
     )
     app.req_options.strip_url_path_trailing_slash = False
-    # JSON only: Falcon would otherwise also parse form bodies into media.
+    # JSON only: Falcon would otherwise also parse form bodies into media. The body's shape is
+    # checked while it is read, before it is parsed (json_body.py).
     app.req_options.media_handlers = falcon.media.Handlers(
-        {falcon.MEDIA_JSON: falcon.media.JSONHandler(loads=_json_loads)}
+        {falcon.MEDIA_JSON: CheckedJSONHandler()}
     )
     app.set_error_serializer(http_errors.serialize_error)
     app.add_error_handler(Exception, http_errors.map_unexpected_error)
