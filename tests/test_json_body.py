@@ -17,14 +17,21 @@ SIX_MIB = 6 * 2**20
 
 
 def bombs(size: int = SIX_MIB) -> dict[str, bytes]:
-    """Bodies of ``size`` bytes whose parse would build millions of objects."""
-    keys = b"".join(b'"k%d":0,' % i for i in range(size // 10))
+    """Bodies of at most ``size`` bytes whose parse would build millions of objects."""
+
+    def array(item: bytes) -> bytes:
+        return b"[" + b",".join([item] * ((size - 2) // (len(item) + 1))) + b"]"
+
+    keys, length, i = [], 1, 0
+    while length + len(b'"k%d":0,' % i) <= size:
+        keys.append(b'"k%d":0' % i)
+        length, i = length + len(keys[-1]) + 1, i + 1
     return {
-        "empty arrays": b"[" + b"[]," * (size // 3 - 1) + b"[]]",
+        "empty arrays": array(b"[]"),
         "deep objects": b'{"a":' * (size // 5),
-        "zeros": b"[" + b"0," * (size // 2 - 1) + b"0]",
-        "many keys": b"{" + keys[: size - 8] + b'"z":0}',
-        "empty strings": b"[" + b'"",' * (size // 3 - 1) + b'""]',
+        "zeros": array(b"0"),
+        "many keys": b"{" + b",".join(keys) + b"}",
+        "empty strings": array(b'""'),
         "deep arrays": b"[" * size,
     }
 
