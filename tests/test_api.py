@@ -6,8 +6,9 @@ import base64
 import io
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import bcrypt
 import jwt
 import pytest
 
@@ -16,6 +17,7 @@ from taskservice.model import RunOutcome, TaskStatus
 from taskservice.queue import Publisher
 from taskservice.store.delivery import DeliveryStore
 from taskservice.store.languages import LanguageVersionStore
+from taskservice.store.users import UserStore
 from tests.conftest import TEST_JWT_SECRET
 
 PASSWORD = "correct horse"
@@ -66,10 +68,12 @@ def test_register_then_login(client):
     response = register(client)
     assert response.status_code == 201
     assert response.json["username"] == "ada"
+    assert response.headers["location"] == "/me"
     uuid.UUID(response.json["id"])
 
     response = login(client)
     assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
     assert response.json["token_type"] == "Bearer"
     assert response.json["expires_in"] == 3600
     claims = _claims(response.json["token"])
@@ -91,7 +95,7 @@ def test_username_taken_is_409_case_insensitively(client):
         {"username": "ada lovelace", "password": PASSWORD},
         {"username": "adä", "password": PASSWORD},
         {"username": "ada", "password": "short"},
-        {"username": "ada", "password": "é" * 37},  # 74 bytes: past bcrypt's 72
+        {"username": "ada", "password": "x" * 1025},
         {"username": "ada", "password": "\ud800" * 8},
         {"username": "ada", "password": 12345678},
         {"username": None, "password": PASSWORD},
@@ -105,11 +109,28 @@ def test_register_rejects_bad_bodies(client, body):
     assert_error(post(client, "/register", body), 400)
 
 
-def test_password_of_exactly_72_bytes_is_accepted(client):
-    password = "é" * 36
+@pytest.mark.parametrize("password", ["x" * 73, "é" * 37, "x" * 1024, "ü" * 1024])
+def test_long_passphrases_count_in_full(client, password):
+    """Past bcrypt's 72 bytes, too: a passphrase differing only at its end is another one."""
     assert register(client, "ada", password).status_code == 201
     assert login(client, "ada", password).status_code == 200
     assert_error(login(client, "ada", password[:-1] + "e"), 401)
+    assert_error(login(client, "ada", password.encode()[:72].decode()), 401)
+
+
+def test_a_hash_from_before_long_passphrases_verifies_and_is_upgraded(client, db, hasher):
+    """An account stored with a plain bcrypt hash still logs in; its hash is upgraded then."""
+    users = UserStore(db)
+    legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    user = users.create(uuid.uuid4(), "ada", legacy, datetime.now(UTC))
+    assert_error(login(client, "ada", PASSWORD + "x" * 70), 401)  # same first 72 bytes
+    assert users.find_by_username("ada").password_hash == legacy
+    assert login(client, "ada", PASSWORD).status_code == 200
+    upgraded = users.find_by_username("ada").password_hash
+    assert upgraded.startswith("$bcrypt-sha256$v=2,t=2b,r=4$") and user.id
+    assert hasher.verify(PASSWORD, upgraded)
+    assert login(client, "ada", PASSWORD).status_code == 200
+    assert_error(login(client, "ada", "wrong password"), 401)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +180,7 @@ def test_task_lifecycle_as_seen_by_the_api(client, db, clock):
     pending = client.simulate_get(f"/result/{task_id}", headers=auth(token))
     assert pending.status_code == 202
     assert pending.json == {"task_id": task_id, "status": "queued"}
+    assert pending.headers["retry-after"] == "1"
 
     # A worker's view of the same task, through the same store.
     store = DeliveryStore(db)

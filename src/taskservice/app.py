@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,6 +16,7 @@ from taskservice.client_addresses import ClientAddresses
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
 from taskservice.cors import cors_middleware
+from taskservice.json_body import CheckedJSONHandler
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.rate_limits import RateLimiter, RateLimitMiddleware, policies, redis_storage
@@ -90,15 +90,6 @@ class BodyLimitMiddleware:
             )
 
 
-def _json_loads(text: str):
-    try:
-        return json.loads(text)
-    except RecursionError:
-        # A few thousand nested brackets fit in any body limit and exhaust the parser's stack;
-        # Falcon answers 400 for a ValueError, where a RecursionError would be a 500.
-        raise ValueError("The JSON is nested too deeply.") from None
-
-
 def _rate_limit_middleware(config: Config, collaborators: Collaborators) -> list:
     """After AuthMiddleware: the per-user limits need the user it found."""
     if collaborators.rate_limit_storage is None:
@@ -163,9 +154,10 @@ def create_app(
         ]
     )
     app.req_options.strip_url_path_trailing_slash = False
-    # JSON only: Falcon would otherwise also parse form bodies into media.
+    # JSON only: Falcon would otherwise also parse form bodies into media. The body's shape is
+    # checked while it is read, before it is parsed (json_body.py).
     app.req_options.media_handlers = falcon.media.Handlers(
-        {falcon.MEDIA_JSON: falcon.media.JSONHandler(loads=_json_loads)}
+        {falcon.MEDIA_JSON: CheckedJSONHandler()}
     )
     app.set_error_serializer(http_errors.serialize_error)
     app.add_error_handler(Exception, http_errors.map_unexpected_error)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -12,15 +16,31 @@ import jwt
 from taskservice.clock import Clock
 from taskservice.http_errors import Unauthorized
 
-# bcrypt only looks at the first 72 bytes of a password; longer ones are refused (see accounts)
-# so that two passwords sharing a 72-byte prefix never match each other.
+# bcrypt only looks at the first 72 bytes of a password (and bcrypt 5 refuses longer ones), so a
+# password goes through HMAC-SHA256 first and bcrypt gets the digest, base64-encoded: 44 bytes
+# however long the passphrase, and never a NUL byte. This is passlib's `bcrypt_sha256` (v2), in
+# its format, so its hashes verify here and ours there. The HMAC is keyed with the hash's own
+# bcrypt salt rather than a fixed key: nothing to configure or keep secret, equal passwords give
+# unrelated bcrypt inputs, and a digest of the password leaked by another system (an unsalted
+# SHA-256, say) cannot be fed to bcrypt to test it against the stored hash ("hash shucking").
 BCRYPT_MAX_PASSWORD_BYTES = 72
+PREHASHED_PREFIX = "$bcrypt-sha256$"
+_PREHASHED = re.compile(
+    r"\$bcrypt-sha256\$v=2,t=(2[ab]),r=(\d{1,2})\$([./A-Za-z0-9]{22})\$([./A-Za-z0-9]{31})"
+)
 JWT_ALGORITHM = "HS256"
 CLOCK_SKEW_SECONDS = 60
 _VERIFIED_CACHE_SIZE = 4096
 
 
+def _prehash(password: str, salt: str) -> bytes:
+    return base64.b64encode(hmac.new(salt.encode(), password.encode(), hashlib.sha256).digest())
+
+
 class PasswordHasher:
+    """New hashes are `$bcrypt-sha256$v=2,t=2b,r=<rounds>$<salt>$<digest>`; plain bcrypt
+    hashes (`$2b$...`, made before passphrases of any length were accepted) still verify."""
+
     def __init__(self, rounds: int = 12):
         self._rounds = rounds
         # Checked against when the user does not exist, so that an unknown username costs the
@@ -28,12 +48,31 @@ class PasswordHasher:
         self._dummy_hash = self.hash("not-a-real-password")
 
     def hash(self, password: str) -> str:
-        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(self._rounds)).decode()
+        setting = bcrypt.gensalt(self._rounds).decode()  # $2b$<rounds>$<22 characters of salt>
+        ident, rounds, salt = setting[1:3], int(setting[4:6]), setting[7:]
+        digest = bcrypt.hashpw(_prehash(password, salt), setting.encode()).decode()[-31:]
+        return f"{PREHASHED_PREFIX}v=2,t={ident},r={rounds}${salt}${digest}"
 
     def verify(self, password: str, password_hash: str | None) -> bool:
-        candidate = (password_hash or self._dummy_hash).encode()
-        matched = bcrypt.checkpw(password.encode(), candidate)
+        stored = password_hash or self._dummy_hash
+        prehashed = _PREHASHED.fullmatch(stored)
+        if prehashed:
+            ident, rounds, salt, digest = prehashed.groups()
+            matched = bcrypt.checkpw(
+                _prehash(password, salt), f"${ident}${int(rounds):02d}${salt}{digest}".encode()
+            )
+        else:
+            # A plain bcrypt hash: only passwords of at most 72 bytes were stored so, and bcrypt
+            # cannot tell a longer one from its first 72 bytes, so a longer one never matches
+            # (bcrypt's time is spent all the same).
+            secret = password.encode()
+            fits = len(secret) <= BCRYPT_MAX_PASSWORD_BYTES
+            matched = bcrypt.checkpw(secret[:BCRYPT_MAX_PASSWORD_BYTES], stored.encode()) and fits
         return matched and password_hash is not None
+
+    def is_current(self, password_hash: str) -> bool:
+        """Whether a stored hash is of the current kind (a plain bcrypt one is not)."""
+        return password_hash.startswith(PREHASHED_PREFIX)
 
 
 @dataclass(frozen=True)

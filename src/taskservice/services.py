@@ -52,6 +52,10 @@ class Accounts:
         matched = self._hasher.verify(password, user.password_hash if user else None)
         if user is None or not matched:
             raise InvalidCredentials()
+        if not self._hasher.is_current(user.password_hash):
+            # A hash from before passphrases of any length: the password is at hand only now.
+            new_hash = self._hasher.hash(password)
+            self._users.replace_password_hash(user.id, user.password_hash, new_hash)
         return self._tokens.issue(user.id)
 
 

@@ -12,6 +12,8 @@ class RegisterResource:
         username, password = validation.credentials(req.get_media())
         user = self._accounts.register(username, password)
         resp.status = falcon.HTTP_201
+        # The new account, as its owner reads it once logged in (GET /me).
+        resp.location = "/me"
         resp.media = {"id": str(user.id), "username": user.username}
 
 
@@ -22,6 +24,8 @@ class LoginResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         username, password = validation.credentials(req.get_media())
         issued = self._accounts.login(username, password)
+        # A credential: no cache along the way, nor the browser's, may keep a copy.
+        resp.cache_control = ["no-store"]
         resp.media = {
             "token": issued.token,
             "token_type": "Bearer",

@@ -48,3 +48,11 @@ class UserStore:
         with self._db.statement() as cursor:
             cursor.execute("SELECT id, username, created_at FROM users WHERE id = %s", (user_id,))
             return cursor.fetchone()
+
+    def replace_password_hash(self, user_id: uuid.UUID, old_hash: str, new_hash: str) -> None:
+        """Store ``new_hash`` unless the hash changed meanwhile (then the newer one stays)."""
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+                (new_hash, user_id, old_hash),
+            )
