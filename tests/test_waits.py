@@ -180,8 +180,15 @@ def test_waits_over_the_cap_answer_at_once_and_leave_threads_free(config):
     assert not first.is_alive()
 
 
-def test_a_stopping_api_answers_held_requests_before_it_goes(config, tmp_path):
-    with running_service(config, TEST_JWT_SECRET, tmp_path, MAX_WAIT_SECONDS="120") as (
+def test_a_stopping_api_answers_held_requests_before_it_goes(config, tmp_path, redis_server):
+    # A Redis of its own: the count of pattern subscriptions below is this API's alone.
+    with running_service(
+        config,
+        TEST_JWT_SECRET,
+        tmp_path,
+        MAX_WAIT_SECONDS="120",
+        REDIS_URL=redis_server.url,
+    ) as (
         base,
         api,
         worker,
@@ -201,7 +208,7 @@ def test_a_stopping_api_answers_held_requests_before_it_goes(config, tmp_path):
                 )
             )
 
-        redis = redis_client(config.redis_url)
+        redis = redis_client(redis_server.url)
         subscriptions_before = redis.execute_command("PUBSUB", "NUMPAT")
         client = threading.Thread(target=held_request)
         client.start()
