@@ -72,6 +72,8 @@ FLOAT_SETTINGS = (
     "QUEUED_RESEND_SECONDS",
     "BROKER_TIMEOUT_SECONDS",
     "MAX_WAIT_SECONDS",
+    "WEBHOOK_TIMEOUT_SECONDS",
+    "WEBHOOK_RETRY_SECONDS",
 )
 
 
@@ -141,6 +143,7 @@ def test_env_example_lists_every_variable_the_service_reads():
 WORDED_DEFAULTS = {
     "SANDBOX_RUNTIME": "engine default",
     "PROMETHEUS_MULTIPROC_DIR": "a fresh temporary directory",
+    "WEBHOOK_ALLOWED_HOSTS": "none",
 }
 
 

@@ -21,18 +21,20 @@ from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
-from taskservice.resources.me import MeResource, account_limits
+from taskservice.resources.me import MeResource, WebhookSecretResource, account_limits
 from taskservice.resources.ready import ReadyResource
 from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
-from taskservice.services import Accounts, TaskSubmissions
+from taskservice.services import Accounts, TaskSubmissions, WebhookSecrets
 from taskservice.status_cache import NoCache, StatusCache, redis_client
 from taskservice.store.db import Database
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
+from taskservice.store.webhooks import WebhookStore
 from taskservice.task_queries import TaskQueries
 from taskservice.validation import TaskLimits
 from taskservice.waits import TaskWaits
+from taskservice.webhooks.destinations import DestinationGuard, Resolver, system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class Collaborators:
     waits: TaskWaits = field(default_factory=lambda: TaskWaits(None))
     # A registry of its own: GET /metrics shows this app's requests alone.
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    # How callback URLs' hosts are resolved (tests give names addresses without DNS).
+    resolver: Resolver = system_resolver
 
 
 class BodyLimitMiddleware:
@@ -92,7 +96,11 @@ def create_app(
         collaborators.new_id,
     )
     tasks = TaskStore(collaborators.db, changes=collaborators.cache)
-    queries = TaskQueries(tasks, collaborators.cache, collaborators.waits)
+    # --- Completion webhooks: the callback's state on reads, the URL's check on submits ---
+    webhooks = WebhookStore(collaborators.db)
+    webhook_secrets = WebhookSecrets(users)
+    destinations = DestinationGuard(config.webhook_allowed_host_keys, collaborators.resolver)
+    queries = TaskQueries(tasks, collaborators.cache, collaborators.waits, webhooks)
     submissions = TaskSubmissions(
         tasks,
         collaborators.publisher,
@@ -100,6 +108,7 @@ def create_app(
         collaborators.new_id,
         collaborators.metrics,
         max_active_tasks=config.user_max_active_tasks,
+        destinations=destinations,
     )
     limits = TaskLimits(
         languages=frozenset(config.languages),
@@ -134,7 +143,8 @@ def create_app(
     app.add_route("/metrics", MetricsResource(collaborators.metrics))
     app.add_route("/register", RegisterResource(accounts))
     app.add_route("/login", LoginResource(accounts))
-    app.add_route("/me", MeResource(users, tasks, account_limits(config)))
+    app.add_route("/me", MeResource(users, tasks, account_limits(config), webhook_secrets))
+    app.add_route("/me/webhook-secret", WebhookSecretResource(webhook_secrets))
     max_wait = config.max_wait_seconds
     app.add_route("/task", TasksResource(submissions, queries, limits, max_wait))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))

@@ -31,6 +31,14 @@ class TooManyActiveTasks(DomainError):
         self.limit = limit
 
 
+class CallbackUrlRefused(DomainError):
+    """A task's callback_url may not be called (malformed, or not a public address)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, broker) cannot be reached; the client may retry."""
 

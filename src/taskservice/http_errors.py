@@ -110,6 +110,8 @@ def map_domain_error(req, resp, exc, params):
             " allowed at once. Submit again when one of them has finished.",
             retry_after=ACTIVE_TASKS_RETRY_AFTER_SECONDS,
         )
+    if isinstance(exc, errors.CallbackUrlRefused):
+        raise InvalidRequest(f"'callback_url' is refused: {exc.reason}.")
     if isinstance(exc, errors.ServiceUnavailable):
         # The details (hosts, users, driver messages) go to the log, not to the client.
         log.warning("%s %s: %s", req.method, req.path, exc)
