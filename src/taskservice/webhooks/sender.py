@@ -98,6 +98,9 @@ class Sender:
                 },
             )
             response = connection.getresponse()
+            if expired.is_set():
+                # The socket was shut mid-headers; http.client takes that end for theirs.
+                raise TimeoutError
         except Exception as exc:  # any failure is a failed attempt, to be retried
             if expired.is_set() or isinstance(exc, TimeoutError):
                 waited = time.monotonic() - started
