@@ -91,6 +91,9 @@ def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, 
         # Load tests queue far more tasks per user than the default quota; its own tests set it.
         "USER_MAX_ACTIVE_TASKS": "100000",
         **GENEROUS_RATE_LIMITS,
+        # No webhooks: dispatchers serve a whole database, and tests share one, so a process
+        # that sends them runs on a database of its own (tests/test_webhooks_e2e.py).
+        "WEBHOOK_CONCURRENCY": "0",
         **overrides,
     }
 

@@ -72,6 +72,8 @@ FLOAT_SETTINGS = (
     "QUEUED_RESEND_SECONDS",
     "BROKER_TIMEOUT_SECONDS",
     "MAX_WAIT_SECONDS",
+    "WEBHOOK_TIMEOUT_SECONDS",
+    "WEBHOOK_RETRY_SECONDS",
 )
 
 
@@ -142,6 +144,7 @@ WORDED_DEFAULTS = {
     "SANDBOX_RUNTIME": "engine default",
     "PROMETHEUS_MULTIPROC_DIR": "a fresh temporary directory",
     "CORS_ORIGINS": "none",
+    "WEBHOOK_ALLOWED_HOSTS": "none",
 }
 
 

@@ -26,7 +26,7 @@ from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
-from taskservice.resources.me import MeResource, account_limits
+from taskservice.resources.me import MeResource, WebhookSecretResource, account_limits
 from taskservice.resources.ready import ReadyResource
 from taskservice.resources.task_lifecycle import TaskCancelResource, TaskListResource
 from taskservice.resources.tasks import (
@@ -40,6 +40,7 @@ from taskservice.services import (
     Accounts,
     TaskDataDeletion,
     TaskSubmissions,
+    WebhookSecrets,
 )
 from taskservice.status_cache import NoCache, StatusCache, redis_client
 from taskservice.store.db import Database
@@ -48,9 +49,11 @@ from taskservice.store.retention import RetentionStore
 from taskservice.store.task_listing import TaskListing
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
+from taskservice.store.webhooks import WebhookStore
 from taskservice.task_queries import TaskQueries
 from taskservice.validation import TaskLimits
 from taskservice.waits import TaskWaits
+from taskservice.webhooks.destinations import DestinationGuard, Resolver, system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class Collaborators:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     # Where the rate limits count (rate_limits.py); without one nothing is limited.
     rate_limit_storage: Storage | None = None
+    # How callback URLs' hosts are resolved (tests give names addresses without DNS).
+    resolver: Resolver = system_resolver
 
 
 class BodyLimitMiddleware:
@@ -116,12 +121,17 @@ def create_app(
         collaborators.new_id,
     )
     tasks = TaskStore(collaborators.db, changes=collaborators.cache)
+    # --- Completion webhooks: the callback's state on reads, the URL's check on submits ---
+    webhooks = WebhookStore(collaborators.db)
+    webhook_secrets = WebhookSecrets(users)
+    destinations = DestinationGuard(config.webhook_allowed_host_keys, collaborators.resolver)
     queries = TaskQueries(
         tasks,
         collaborators.cache,
         collaborators.waits,
         retention=timedelta(days=config.result_retention_days),
         clock=collaborators.clock,
+        webhooks=webhooks,
     )
     submissions = TaskSubmissions(
         tasks,
@@ -130,6 +140,7 @@ def create_app(
         collaborators.new_id,
         collaborators.metrics,
         max_active_tasks=config.user_max_active_tasks,
+        destinations=destinations,
     )
     limits = TaskLimits(
         languages=frozenset(config.languages),
@@ -172,7 +183,8 @@ def create_app(
     app.add_route("/metrics", MetricsResource(collaborators.metrics))
     app.add_route("/register", RegisterResource(accounts))
     app.add_route("/login", LoginResource(accounts))
-    app.add_route("/me", MeResource(users, tasks, account_limits(config)))
+    app.add_route("/me", MeResource(users, tasks, account_limits(config), webhook_secrets))
+    app.add_route("/me/webhook-secret", WebhookSecretResource(webhook_secrets))
     max_wait = config.max_wait_seconds
     app.add_route("/task", TasksResource(submissions, queries, limits, max_wait))
     app.add_route("/tasks", TaskListResource(TaskListing(collaborators.db), limits.languages))

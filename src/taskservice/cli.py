@@ -1,4 +1,4 @@
-"""`taskservice migrate | api | worker`."""
+"""`taskservice migrate | api | worker | webhooks`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,13 @@ def _worker(config) -> None:
     run_worker(config)
 
 
-COMMANDS = {"migrate": _migrate, "api": _api, "worker": _worker}
+def _webhooks(config) -> None:
+    from taskservice.webhooks.dispatcher import run_dispatcher
+
+    run_dispatcher(config)
+
+
+COMMANDS = {"migrate": _migrate, "api": _api, "worker": _worker, "webhooks": _webhooks}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import limits
 
+from taskservice.webhooks.destinations import parse_allowed_hosts
+
 T = TypeVar("T")
 
 MIN_JWT_SECRET_BYTES = 32
@@ -131,7 +133,20 @@ class Config:
     trusted_proxies: str = ""
     cors_origins: str = ""
     # -------------------------------------------------------------------------------------------
+    # --- Completion webhooks (taskservice.webhooks) ---
+    # Comma list of host or host:port a callback_url may name although it is not a public address.
+    webhook_allowed_hosts: str = ""
+    webhook_timeout_seconds: float = 5.0  # one attempt, connect to last byte
+    webhook_max_attempts: int = 5
+    # The pause after the first failed attempt, each next one 3 times longer: 15 s gives 5 tries
+    # over 10 minutes (15 + 45 + 135 + 405 s).
+    webhook_retry_seconds: float = 15.0
+    webhook_concurrency: int = 2  # dispatcher threads in each worker process; 0: none
     languages: Mapping[str, Language] = field(default_factory=dict)
+
+    @property
+    def webhook_allowed_host_keys(self) -> frozenset[str]:
+        return parse_allowed_hosts(self.webhook_allowed_hosts)
 
     @property
     def otel_traces_exporters(self) -> tuple[str, ...]:
@@ -290,6 +305,20 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             env, "DEAD_LETTER_MAX_LENGTH", int, defaults.dead_letter_max_length
         ),
         "prune_batch_size": _parse(env, "PRUNE_BATCH_SIZE", int, defaults.prune_batch_size),
+        # --- Completion webhooks ---
+        "webhook_allowed_hosts": _parse(env, "WEBHOOK_ALLOWED_HOSTS", str, ""),
+        "webhook_timeout_seconds": _parse(
+            env, "WEBHOOK_TIMEOUT_SECONDS", float, defaults.webhook_timeout_seconds
+        ),
+        "webhook_max_attempts": _parse(
+            env, "WEBHOOK_MAX_ATTEMPTS", int, defaults.webhook_max_attempts
+        ),
+        "webhook_retry_seconds": _parse(
+            env, "WEBHOOK_RETRY_SECONDS", float, defaults.webhook_retry_seconds
+        ),
+        "webhook_concurrency": _parse(
+            env, "WEBHOOK_CONCURRENCY", int, defaults.webhook_concurrency
+        ),
     }
     _in_range("RESULT_RETENTION_DAYS", values["result_retention_days"], 1, 36_500)
     _in_range("DEAD_LETTER_MAX_LENGTH", values["dead_letter_max_length"], 1, 100_000_000)
@@ -321,6 +350,14 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     _in_range("MAX_OUTPUT_BYTES", values["max_output_bytes"], 1024, 256 * 1024 * 1024)
     _in_range("USER_MAX_ACTIVE_TASKS", values["user_max_active_tasks"], 1, 1_000_000)
     _in_range("MAX_ATTEMPTS", values["max_attempts"], 1, 100)
+    _in_range("WEBHOOK_TIMEOUT_SECONDS", values["webhook_timeout_seconds"], 0.1, 60)
+    _in_range("WEBHOOK_MAX_ATTEMPTS", values["webhook_max_attempts"], 1, 20)
+    _in_range("WEBHOOK_RETRY_SECONDS", values["webhook_retry_seconds"], 0.01, 3600)
+    _in_range("WEBHOOK_CONCURRENCY", values["webhook_concurrency"], 0, 64)
+    try:
+        parse_allowed_hosts(values["webhook_allowed_hosts"])
+    except ValueError as exc:
+        raise ConfigError(f"WEBHOOK_ALLOWED_HOSTS: {exc}") from None
     _in_range("SANDBOX_RETRIES", values["sandbox_retries"], 1, 100)
     _in_range("WORKER_HEARTBEAT_SECONDS", values["worker_heartbeat_seconds"], 0.1, 600)
     # A lease shorter than a few heartbeats would declare live workers dead.

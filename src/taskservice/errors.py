@@ -39,6 +39,14 @@ class TaskNotFinished(DomainError):
         self.status = status
 
 
+class CallbackUrlRefused(DomainError):
+    """A task's callback_url may not be called (malformed, or not a public address)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, broker) cannot be reached; the client may retry."""
 

@@ -131,6 +131,8 @@ def map_domain_error(req, resp, exc, params):
             f"The task is still {exc.status}: it was cancelled, and its data can be deleted once"
             " it has stopped. Repeat the request in a moment."
         )
+    if isinstance(exc, errors.CallbackUrlRefused):
+        raise InvalidRequest(f"'callback_url' is refused: {exc.reason}.")
     if isinstance(exc, errors.ServiceUnavailable):
         # The details (hosts, users, driver messages) go to the log, not to the client.
         log.warning("%s %s: %s", req.method, req.path, exc)

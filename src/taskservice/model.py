@@ -22,6 +22,9 @@ or store/delivery.py (the worker's).
 The sweeper moves nothing itself: it re-publishes the id of a task `running` on a gone worker
 or long `queued`, a bounded number of times, and the claim above does the rest. A final status
 never changes again, so any later message for a finished task is acked and skipped.
+
+Whichever transition ends a task with a `callback_url`, the same statement makes its webhook
+delivery (a trigger, migration 0008; taskservice.webhooks delivers it).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class TaskRequest:
     stdin: bytes
     timeout_seconds: int
     memory_mb: int
+    # Where the result is POSTed once the task ends (taskservice.webhooks); checked already.
+    callback_url: str | None = None
 
 
 # How long a repeat with the same Idempotency-Key returns the task made the first time.
@@ -83,6 +88,7 @@ class Task:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from taskservice.store.retention import RetentionStore
 from taskservice.store.tasks import CancelResult, TaskStore
 from taskservice.store.users import User, UserStore
 from taskservice.task_queries import TaskQueries
+from taskservice.webhooks.destinations import DestinationGuard
+from taskservice.webhooks.signing import new_secret
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,36 @@ class Accounts:
         return self._tokens.issue(user.id)
 
 
+class WebhookSecrets:
+    """The per-user secret that signs webhooks: made on first need, replaced on request."""
+
+    def __init__(self, users: UserStore):
+        self._users = users
+
+    def current(self, user_id: uuid.UUID, known: str | None = None) -> str | None:
+        """The user's secret (``known``: as just read), made now if it has none; None when
+        the account is gone."""
+        return known or self._users.ensure_webhook_secret(user_id, new_secret())
+
+    def rotate(self, user_id: uuid.UUID) -> str | None:
+        secret = new_secret()
+        return secret if self._users.replace_webhook_secret(user_id, secret) else None
+
+
 def request_fingerprint(request: TaskRequest) -> str:
     """Identifies a submission's content, defaults applied, for idempotency checks."""
     digest = hashlib.sha256()
-    for part in (
+    parts = [
         request.language.encode(),
         request.code,
         request.stdin,
         str(request.timeout_seconds).encode(),
         str(request.memory_mb).encode(),
-    ):
+    ]
+    if request.callback_url is not None:
+        # Only when there is one, so that the keys stored before callbacks existed still match.
+        parts.append(request.callback_url.encode())
+    for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -90,8 +112,10 @@ class TaskSubmissions:
         new_id: IdGenerator,
         metrics: NoMetrics = NO_METRICS,
         max_active_tasks: int | None = None,
+        destinations: DestinationGuard | None = None,
     ):
         self._tasks = tasks
+        self._destinations = destinations or DestinationGuard()
         self._max_active_tasks = max_active_tasks
         self._publisher = publisher
         self._clock = clock
@@ -102,6 +126,9 @@ class TaskSubmissions:
         self, user_id: uuid.UUID, request: TaskRequest, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
         """Store and queue a task; return it and whether it is new (False: an idempotent repeat)."""
+        if request.callback_url is not None:
+            # Before anything is stored: a URL that may not be called is a 400 (CallbackUrlRefused).
+            self._destinations.check(request.callback_url)
         idempotency = (
             IdempotencyKey(idempotency_key, request_fingerprint(request))
             if idempotency_key is not None

@@ -12,11 +12,14 @@ should that write have failed, Redis would still hold the result), so PostgreSQL
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from taskservice.clock import Clock, utc_now
+from taskservice.model import TaskStatus
 from taskservice.status_cache import CachedTask, NoCache, StatusCache
 from taskservice.store.tasks import TaskStore
+from taskservice.store.webhooks import WebhookStore
 from taskservice.task_views import deletion_body, result_body, status_body
 from taskservice.waits import TaskWaits
 
@@ -34,8 +37,10 @@ class TaskQueries:
         waits: TaskWaits,
         retention: timedelta | None = None,
         clock: Clock = utc_now,
+        webhooks: WebhookStore | None = None,
     ):
         self._tasks = tasks
+        self._webhooks = webhooks
         self._cache = cache
         self._waits = waits
         self._retention = retention
@@ -44,7 +49,7 @@ class TaskQueries:
     def status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> dict | None:
         """The body of `GET /status`, or None when no such task belongs to ``user_id``."""
         entry = self._entry(task_id, with_result=False)
-        return entry.status if entry.owner == user_id else None
+        return self._with_delivery(task_id, entry.status) if entry.owner == user_id else None
 
     def result(
         self, user_id: uuid.UUID, task_id: uuid.UUID, wait_seconds: float = 0
@@ -57,7 +62,7 @@ class TaskQueries:
         if entry.owner != user_id:
             return None
         if entry.is_final or wait_seconds <= 0:
-            return entry
+            return self._delivered(task_id, entry)
         latest = entry
 
         def ended(fresh: bool) -> bool:
@@ -66,7 +71,23 @@ class TaskQueries:
             return latest.is_final
 
         self._waits.wait(task_id, wait_seconds, ended)
-        return latest
+        return self._delivered(task_id, latest)
+
+    def _delivered(self, task_id: uuid.UUID, entry: CachedTask) -> CachedTask:
+        if entry.result is None:
+            return entry  # not final: the 202's body names no callback
+        return replace(entry, result=self._with_delivery(task_id, entry.result))
+
+    def _with_delivery(self, task_id: uuid.UUID, body: dict) -> dict:
+        """``body`` with its callback's current state. The cache holds a task's bodies as they
+        were when it ended, while its delivery goes on after that; so for an ended task with a
+        callback the state is read from PostgreSQL, the one place that knows it."""
+        if self._webhooks is None or "callback" not in body:
+            return body
+        if not TaskStatus(body["status"]).is_final:
+            return body  # the delivery is made when the task ends: not yet
+        state = self._webhooks.state(task_id)
+        return {**body, "callback": state} if state is not None else body
 
     def _entry(self, task_id: uuid.UUID, with_result: bool, fresh: bool = False) -> CachedTask:
         if not fresh:

@@ -22,19 +22,39 @@ def text(output: bytes) -> str:
     return output.decode("utf-8", errors="replace")
 
 
+# A task with a callback_url shows its delivery as `callback`; until the task ends there is
+# none, and this is what it shows. Once it has ended, TaskQueries reads the delivery's state.
+CALLBACK_NOT_YET = {"state": "pending", "attempts": 0, "last_status_code": None}
+
+
+def with_callback(body: dict, task: Task) -> dict:
+    if task.callback_url is not None:
+        body["callback"] = dict(CALLBACK_NOT_YET)
+    return body
+
+
 def status_body(task: Task) -> dict:
-    return {
-        "task_id": str(task.id),
-        "status": task.status.value,
-        "language": task.language,
-        "created_at": iso(task.created_at),
-        "started_at": iso(task.started_at),
-        "finished_at": iso(task.finished_at),
-        "attempts": task.attempts,
-    }
+    return with_callback(
+        {
+            "task_id": str(task.id),
+            "status": task.status.value,
+            "language": task.language,
+            "created_at": iso(task.created_at),
+            "started_at": iso(task.started_at),
+            "finished_at": iso(task.finished_at),
+            "attempts": task.attempts,
+        },
+        task,
+    )
 
 
 def result_body(task: Task, outcome: RunOutcome) -> dict:
+    return with_callback(webhook_body(task, outcome), task)
+
+
+def webhook_body(task: Task, outcome: RunOutcome) -> dict:
+    """The result as the webhook sends it: `GET /result`'s body without `callback`, which
+    describes the delivery itself and would differ from one attempt to the next."""
     return {
         "task_id": str(task.id),
         "status": task.status.value,

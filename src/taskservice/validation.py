@@ -10,6 +10,7 @@ from typing import Any
 
 from taskservice.http_errors import InvalidRequest, PayloadTooLarge
 from taskservice.model import TaskRequest
+from taskservice.webhooks.destinations import parse_callback_url
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
 MIN_PASSWORD_CHARS = 8
@@ -90,7 +91,9 @@ def credentials(media: Any) -> tuple[str, str]:
 
 
 def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
-    body = require_object(media, {"code", "language", "stdin", "timeout", "memory_mb"}, {"code"})
+    body = require_object(
+        media, {"code", "language", "stdin", "timeout", "memory_mb", "callback_url"}, {"code"}
+    )
     language = body.get("language", "python")
     if not isinstance(language, str) or language not in limits.languages:
         raise InvalidRequest(f"'language' must be one of: {', '.join(sorted(limits.languages))}.")
@@ -110,8 +113,17 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     memory_mb = _integer(
         body, "memory_mb", limits.memory_default_mb, limits.memory_min_mb, limits.memory_max_mb
     )
+    callback_url = None
+    if "callback_url" in body:
+        callback_url = _string(body, "callback_url")
+        parse_callback_url(callback_url)  # its form here; where it leads when it is submitted
     return TaskRequest(
-        language=language, code=code, stdin=stdin, timeout_seconds=timeout, memory_mb=memory_mb
+        language=language,
+        code=code,
+        stdin=stdin,
+        timeout_seconds=timeout,
+        memory_mb=memory_mb,
+        callback_url=callback_url,
     )
 
 

@@ -1,4 +1,5 @@
-"""GET /me: the caller's account, the limits that apply to it, and what it uses of them."""
+"""GET /me: the caller's account, the limits that apply to it, and what it uses of them;
+POST /me/webhook-secret: a new secret for the caller's webhooks."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import falcon
 
 from taskservice.config import Config
 from taskservice.http_errors import Unauthorized
+from taskservice.services import WebhookSecrets
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.task_views import iso
+
+# A valid token for an account that is gone: the token is no longer good.
+ACCOUNT_GONE = "This account no longer exists."
 
 
 def account_limits(config: Config) -> dict:
@@ -31,21 +36,46 @@ def account_limits(config: Config) -> dict:
 class MeResource:
     auth_required = True
 
-    def __init__(self, users: UserStore, tasks: TaskStore, limits: Mapping[str, object]):
+    def __init__(
+        self,
+        users: UserStore,
+        tasks: TaskStore,
+        limits: Mapping[str, object],
+        webhook_secrets: WebhookSecrets,
+    ):
         self._users = users
         self._tasks = tasks
         self._limits = dict(limits)
+        self._webhook_secrets = webhook_secrets
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         user_id = req.context.user_id
         account = self._users.profile(user_id)
         if account is None:
-            # A valid token for an account that is gone: the token is no longer good.
-            raise Unauthorized("This account no longer exists.")
+            raise Unauthorized(ACCOUNT_GONE)
+        secret = self._webhook_secrets.current(user_id, account["webhook_secret"])
+        if secret is None:
+            raise Unauthorized(ACCOUNT_GONE)
         resp.media = {
             "id": str(account["id"]),
             "username": account["username"],
             "created_at": iso(account["created_at"]),
             "limits": self._limits,
             "usage": self._tasks.usage(user_id),
+            "webhook_secret": secret,
         }
+
+
+class WebhookSecretResource:
+    """A new webhook secret replaces the old one at once: later attempts are signed with it."""
+
+    auth_required = True
+
+    def __init__(self, webhook_secrets: WebhookSecrets):
+        self._webhook_secrets = webhook_secrets
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        secret = self._webhook_secrets.rotate(req.context.user_id)
+        if secret is None:
+            raise Unauthorized(ACCOUNT_GONE)
+        resp.media = {"webhook_secret": secret}

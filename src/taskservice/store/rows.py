@@ -6,7 +6,7 @@ from taskservice.model import DataDeletion, DeletedBy, RunOutcome, Task, TaskSta
 
 TASK_COLUMNS = (
     "id, user_id, language, status, timeout_seconds, memory_mb, attempts,"
-    " created_at, started_at, finished_at"
+    " created_at, started_at, finished_at, callback_url"
 )
 OUTCOME_COLUMNS = (
     "exit_code, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, error,"
@@ -28,6 +28,7 @@ def task_from_row(row) -> Task:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        callback_url=row["callback_url"],
     )
 
 

@@ -104,7 +104,8 @@ class TaskStore:
                 _check_quota(cursor, user_id, max_active)
             cursor.execute(
                 "INSERT INTO tasks (id, user_id, language, code, stdin, timeout_seconds,"
-                " memory_mb, status, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " memory_mb, status, created_at, callback_url)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" RETURNING {TASK_COLUMNS}",
                 (
                     task_id,
@@ -116,6 +117,7 @@ class TaskStore:
                     request.memory_mb,
                     TaskStatus.QUEUED.value,
                     now,
+                    request.callback_url,
                 ),
             )
             task = task_from_row(cursor.fetchone())

@@ -44,9 +44,12 @@ class UserStore:
         return User(**row) if row else None
 
     def profile(self, user_id: uuid.UUID) -> dict | None:
-        """The account as its owner sees it: id, username and when it was made."""
+        """The account as its owner sees it: id, username, when it was made, webhook secret."""
         with self._db.statement() as cursor:
-            cursor.execute("SELECT id, username, created_at FROM users WHERE id = %s", (user_id,))
+            cursor.execute(
+                "SELECT id, username, created_at, webhook_secret FROM users WHERE id = %s",
+                (user_id,),
+            )
             return cursor.fetchone()
 
     def replace_password_hash(self, user_id: uuid.UUID, old_hash: str, new_hash: str) -> None:
@@ -56,3 +59,22 @@ class UserStore:
                 "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
                 (new_hash, user_id, old_hash),
             )
+
+    def ensure_webhook_secret(self, user_id: uuid.UUID, candidate: str) -> str | None:
+        """The user's webhook secret, ``candidate`` becoming it if there is none yet (accounts
+        get theirs lazily); None when there is no such user. Two concurrent callers get the
+        same secret: the UPDATE re-reads a row that another one changed meanwhile."""
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "UPDATE users SET webhook_secret = coalesce(webhook_secret, %s) WHERE id = %s"
+                " RETURNING webhook_secret",
+                (candidate, user_id),
+            )
+            row = cursor.fetchone()
+        return row["webhook_secret"] if row else None
+
+    def replace_webhook_secret(self, user_id: uuid.UUID, secret: str) -> bool:
+        """Make ``secret`` the user's webhook secret; False when there is no such user."""
+        with self._db.statement() as cursor:
+            cursor.execute("UPDATE users SET webhook_secret = %s WHERE id = %s", (secret, user_id))
+            return cursor.rowcount == 1

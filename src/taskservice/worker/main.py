@@ -23,6 +23,7 @@ from taskservice.store.delivery import DeliveryStore
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.retention import RetentionStore
 from taskservice.store.workers import WorkerRegistry
+from taskservice.webhooks.dispatcher import build_dispatcher
 from taskservice.worker.cancels import CancelWatcher
 from taskservice.worker.consumer import Consumer
 from taskservice.worker.heartbeat import Heartbeat
@@ -142,6 +143,10 @@ def run_worker(config: Config) -> None:
             daemon=True,
         ),
     ]
+    # Completion webhooks, on threads and connections of their own: a slow receiver never holds
+    # a task slot (WEBHOOK_CONCURRENCY 0 runs none here).
+    dispatcher, webhook_db = build_dispatcher(config, metrics=metrics)
+    background.extend(dispatcher.threads(background_stopped))
     if metrics_server is not None:  # the depth is read for the metrics alone
         depth = QueueDepth(config, metrics)
         background.append(
@@ -167,6 +172,7 @@ def run_worker(config: Config) -> None:
         if not background[1].is_alive():  # the sweep's publisher is its thread's alone
             publisher.close()
         db.close()
+        webhook_db.close()
         client.close()
         if metrics_server is not None:
             metrics_server.stop()
