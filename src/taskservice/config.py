@@ -142,6 +142,11 @@ class Config:
     # over 10 minutes (15 + 45 + 135 + 405 s).
     webhook_retry_seconds: float = 15.0
     webhook_concurrency: int = 2  # dispatcher threads in each worker process; 0: none
+    # --- Warm sandbox pool (taskservice.sandbox.pool) ---
+    # Containers each worker keeps started ahead, per language that has had a task; 0: none.
+    # One waiting longer than the maximum age is replaced.
+    sandbox_pool_size: int = 2
+    sandbox_pool_max_age_seconds: int = 300
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
@@ -397,9 +402,23 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
                 f"OTEL_TRACES_EXPORTER: {name.strip()!r} is none of none, otlp, console"
             )
     values.update(_abuse_settings(env, defaults))
+    values.update(_pool_settings(env, defaults))
     languages = default_languages(values["sandbox_image"])
     values["languages"] = languages
     return Config(**values)
+
+
+# --- Warm sandbox pool -------------------------------------------------------------------------
+
+
+def _pool_settings(env: Mapping[str, str], defaults: Config) -> dict:
+    size = _parse(env, "SANDBOX_POOL_SIZE", int, defaults.sandbox_pool_size)
+    max_age = _parse(
+        env, "SANDBOX_POOL_MAX_AGE_SECONDS", int, defaults.sandbox_pool_max_age_seconds
+    )
+    _in_range("SANDBOX_POOL_SIZE", size, 0, 64)
+    _in_range("SANDBOX_POOL_MAX_AGE_SECONDS", max_age, 1, 86400)
+    return {"sandbox_pool_size": size, "sandbox_pool_max_age_seconds": max_age}
 
 
 # --- Rate limits, client addresses, CORS ------------------------------------------------------

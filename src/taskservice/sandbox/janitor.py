@@ -26,6 +26,7 @@ import docker.errors
 import requests.exceptions
 
 from taskservice.sandbox.errors import SandboxUnavailable
+from taskservice.sandbox.pool import task_name_prefix
 from taskservice.sandbox.spec import SERVICE_LABEL, SERVICE_LABEL_VALUE, TASK_LABEL, TIMEOUT_LABEL
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,15 @@ class Janitor:
         beside the new one.
         """
         removed = 0
-        for summary in self._list(
-            [f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}", f"{TASK_LABEL}={task_id}"]
-        ):
+        labelled = self._list([f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}", f"{TASK_LABEL}={task_id}"])
+        # A pooled container has no task label: it was named after its task when taken.
+        prefix = task_name_prefix(task_id)
+        named = [
+            summary
+            for summary in self._list([f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}"], name=prefix)
+            if any(name.lstrip("/").startswith(prefix) for name in summary.get("Names") or [])
+        ]
+        for summary in [*labelled, *named]:
             try:
                 self._client.api.remove_container(summary["Id"], force=True)
                 removed += 1
@@ -128,9 +135,12 @@ class Janitor:
                 log.warning("sweep of expired sandboxes skipped: %s", exc)
             stopped.wait(interval_seconds)
 
-    def _list(self, labels: list[str]) -> list[dict]:
+    def _list(self, labels: list[str], name: str = "") -> list[dict]:
+        filters: dict = {"label": labels}
+        if name:
+            filters["name"] = name  # the engine matches it anywhere in the name
         try:
-            return self._client.api.containers(all=True, filters={"label": labels})
+            return self._client.api.containers(all=True, filters=filters)
         except _DOCKER_ERRORS as exc:
             raise SandboxUnavailable(f"Docker could not list the sandboxes: {exc}") from exc
 

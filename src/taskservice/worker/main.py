@@ -19,6 +19,7 @@ from taskservice import logs, tracing
 from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
 from taskservice.sandbox import SandboxSettings
+from taskservice.sandbox.pool import PoolSettings
 from taskservice.store.delivery import DeliveryStore
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.retention import RetentionStore
@@ -50,6 +51,16 @@ def sandbox_settings(config: Config) -> SandboxSettings:
     )
 
 
+def pool_settings(config: Config) -> PoolSettings:
+    """The warm pool: started containers with the tasks' default memory, waiting for tasks."""
+    return PoolSettings(
+        size=config.sandbox_pool_size,
+        max_age_seconds=config.sandbox_pool_max_age_seconds,
+        memory_mb=config.task_memory_mb,
+        longest_task_seconds=config.task_timeout_max,
+    )
+
+
 def _report_versions_until(reporter: VersionReporter, stopped: threading.Event, interval: float):
     while not stopped.is_set():
         try:
@@ -77,7 +88,13 @@ def run_worker(config: Config) -> None:
     # First: a port another worker holds stops this one before it connects anywhere.
     metrics_server = MetricsServer.start(config, metrics)
     client = docker_client(config.docker_host)
-    sandbox = DockerSandbox(client, sandbox_settings(config), metrics=metrics)
+    sandbox = DockerSandbox(
+        client,
+        sandbox_settings(config),
+        metrics=metrics,
+        pool=pool_settings(config),
+        remove_in_background=True,
+    )
     # One connection per task thread, and one each for the heartbeat, the sweep, the versions
     # and the cancels.
     db = Database(config.database_url, size=config.worker_concurrency + 4, metrics=metrics)
@@ -173,6 +190,7 @@ def run_worker(config: Config) -> None:
             publisher.close()
         db.close()
         webhook_db.close()
+        sandbox.close()  # the pool's waiting containers, and those still to remove
         client.close()
         if metrics_server is not None:
             metrics_server.stop()
