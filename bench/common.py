@@ -441,6 +441,51 @@ def parse_time(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+# --- the baseline: a hardened `docker run --rm` from the command line --------------------------
+
+
+class DockerRunCli:
+    """`docker run --rm` with the sandbox's own limits, as an operator would type it: what one
+    locked-down container costs without any of the service's code."""
+
+    def __init__(self, config: Config):
+        settings = sandbox_settings(config)
+        memory = f"{config.task_memory_mb}m"
+        tmp = f"/tmp:rw,noexec,nosuid,nodev,size={settings.tmp_mb}m"  # noqa: S108 (in the container)
+        self._argv = [
+            "docker",
+            "-H",
+            config.docker_host,
+            "run",
+            "--rm",
+            "--network=none",
+            "--read-only",
+            f"--tmpfs={tmp}",
+            "--user=65534:65534",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--ipc=none",
+            "--init",
+            f"--memory={memory}",
+            f"--memory-swap={memory}",
+            f"--cpus={settings.cpus}",
+            f"--pids-limit={settings.pids}",
+            f"--ulimit=nofile={settings.max_open_files}:{settings.max_open_files}",
+            "--ulimit=core=0:0",
+            "--log-driver=none",
+            *([f"--runtime={settings.runtime}"] if settings.runtime else []),
+            config.languages["python"].image,
+            "python3",
+            "-c",
+            TRIVIAL_CODE,
+        ]
+
+    def run(self) -> None:
+        finished = subprocess.run(self._argv, capture_output=True, timeout=60)
+        if finished.returncode != 0 or finished.stdout != b"1\n":
+            raise RuntimeError(f"docker run failed: {finished.stderr[-500:]!r}")
+
+
 # --- the baseline: the project's own sandbox, called directly ----------------------------------
 
 
@@ -448,6 +493,8 @@ class DirectSandbox:
     """The worker's DockerSandbox with the worker's settings, minus queue, database and API.
 
     What it costs is the floor; what the service adds on top of it is the service's overhead.
+    It is the cold path with the removal on the task's path (no pool): a direct run as it was
+    before the warm pool, the baseline the pool is measured against.
     """
 
     def __init__(self, config: Config):

@@ -80,15 +80,22 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for process {pid}")
 
 
+@pytest.fixture(scope="module", params=["2", "0"], ids=["pool", "cold"])
+def pool_size(request) -> str:
+    """The whole suite runs twice: with a warm pool (the default), and with every container
+    created for its task."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def orphan(docker_client, config):
+def orphan(docker_client, config, pool_size):
     """A sandbox left by a worker that died: labelled, with a time limit of 0 s, running."""
     container = docker_client.containers.create(
         config.sandbox_image,
         ["sleep", "600"],
         labels={
             SERVICE_LABEL: SERVICE_LABEL_VALUE,
-            TASK_LABEL: f"hostile-orphan-{RUN_ID}",
+            TASK_LABEL: f"hostile-orphan-{RUN_ID}-{pool_size}",
             TIMEOUT_LABEL: "0",
         },
         network_mode="none",
@@ -103,18 +110,19 @@ def orphan(docker_client, config):
 
 
 @pytest.fixture(scope="module")
-def submitted_task_ids() -> list[str]:
+def submitted_task_ids(pool_size) -> list[str]:
     """Every task this module's run submitted (the selected tests' and the warm-up's)."""
     return []
 
 
 @pytest.fixture(scope="module")
-def service(config, tmp_path_factory, orphan, submitted_task_ids):
+def service(config, tmp_path_factory, orphan, submitted_task_ids, pool_size):
     with running_service(
         config,
         TEST_JWT_SECRET,
         tmp_path_factory.mktemp("hostile"),
-        QUEUE_NAME=f"{config.queue_name}.hostile",
+        QUEUE_NAME=f"{config.queue_name}.hostile.{pool_size}",
+        SANDBOX_POOL_SIZE=pool_size,
         MAX_OUTPUT_BYTES=str(OUTPUT_CAP),
         WORKER_CONCURRENCY="1",  # every "next task" runs on the same worker thread
         # Named explicitly (it is the default) so that the environment test has it to look for.
@@ -447,6 +455,31 @@ def test_symlinks_planted_in_tmp_change_nothing_outside(user, tmp_path):
     assert_next_task_runs_normally(user)  # whose /tmp has none of the links
 
 
+def test_the_next_task_sees_nothing_of_the_last(user):
+    # A file in /tmp, and a process in a session of its own that would outlive the program.
+    leave_behind = (
+        "import subprocess\n"
+        "open('/tmp/left-behind', 'w').write('left-behind')\n"
+        "subprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+        "print(open('/proc/self/cgroup').read().split('/docker/')[1][:64])\n"
+    )
+    first = run(user, leave_behind)
+    assert first["status"] == "succeeded", first
+    look = (
+        "import os\n"
+        "print(sorted(os.listdir('/tmp')))\n"
+        "print(sorted(open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc')"
+        " if p.isdigit()))\n"
+        "print(open('/proc/self/cgroup').read().split('/docker/')[1][:64])\n"
+    )
+    second = run(user, look)
+    assert second["status"] == "succeeded", second
+    files, processes, container = second["stdout"].splitlines()
+    assert container != first["stdout"].strip()  # a container of its own
+    assert files == "['main.py']"
+    assert "sleep" not in processes and "left-behind" not in processes
+
+
 # --- secrets --------------------------------------------------------------------------------
 
 
@@ -617,13 +650,24 @@ def test_an_orphaned_sandbox_is_removed_by_the_worker(service, docker_client, co
 def test_no_container_of_the_suite_is_left(service, docker_client, submitted_task_ids):
     # The tasks of this run, whichever tests were selected: the warm-up's three at least.
     assert len(submitted_task_ids) >= 3
-    sandboxes = docker_client.containers.list(
-        all=True, filters={"label": f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}"}
-    )
-    left = [
-        c.labels[TASK_LABEL] for c in sandboxes if c.labels.get(TASK_LABEL) in submitted_task_ids
-    ]
-    assert left == []
+
+    def left() -> list[str]:
+        sandboxes = docker_client.containers.list(
+            all=True, filters={"label": f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}"}
+        )
+        # A cold container is labelled with its task; a pooled one is named after it.
+        return [
+            c.name
+            for c in sandboxes
+            if c.labels.get(TASK_LABEL) in submitted_task_ids
+            or any(task_id in c.name for task_id in submitted_task_ids)
+        ]
+
+    # Removal happens in the background, right after each task: give the last one time.
+    deadline = time.monotonic() + 60
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left() == []
 
 
 def test_worker_memory_stayed_bounded(service, user):
