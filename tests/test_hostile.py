@@ -652,15 +652,16 @@ def test_no_container_of_the_suite_is_left(service, docker_client, submitted_tas
     assert len(submitted_task_ids) >= 3
 
     def left() -> list[str]:
-        sandboxes = docker_client.containers.list(
+        # Summaries, not containers.list: that inspects each, and fails on one removed meanwhile.
+        sandboxes = docker_client.api.containers(
             all=True, filters={"label": f"{SERVICE_LABEL}={SERVICE_LABEL_VALUE}"}
         )
         # A cold container is labelled with its task; a pooled one is named after it.
         return [
-            c.name
-            for c in sandboxes
-            if c.labels.get(TASK_LABEL) in submitted_task_ids
-            or any(task_id in c.name for task_id in submitted_task_ids)
+            summary["Id"]
+            for summary in sandboxes
+            if (summary.get("Labels") or {}).get(TASK_LABEL) in submitted_task_ids
+            or any(task_id in name for name in summary["Names"] for task_id in submitted_task_ids)
         ]
 
     # Removal happens in the background, right after each task: give the last one time.

@@ -42,7 +42,7 @@ def test_container_spec_locks_the_container_down():
     spec = container_spec(job(), SandboxSettings(cpus=0.5, pids=32, tmp_mb=8, runtime=""))
     assert spec["image"] == "some/image:1"
     assert spec["user"] == "65534:65534"
-    assert spec["network_mode"] == "none"
+    assert spec["network_disabled"] is True and "network_mode" not in spec
     assert spec["read_only"] is True
     assert spec["cap_drop"] == ["ALL"]
     assert spec["security_opt"] == ["no-new-privileges"]

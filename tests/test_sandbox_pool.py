@@ -65,7 +65,8 @@ def pool_ids(docker_client, sandbox, running=True) -> set[str]:
     filters = {"label": f"{POOL_LABEL}={sandbox._pool.pool_id}"}
     if running:
         filters["status"] = "running"
-    return {c.id for c in docker_client.containers.list(all=True, filters=filters)}
+    # Summaries: containers.list inspects each, and fails on one removed meanwhile.
+    return {c["Id"] for c in docker_client.api.containers(all=True, filters=filters)}
 
 
 def wait_for_pool(docker_client, sandbox, size: int, within: float = 60) -> set[str]:

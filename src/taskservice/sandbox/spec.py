@@ -100,7 +100,10 @@ def container_spec(job: SandboxJob, settings: SandboxSettings) -> dict[str, Any]
         "working_dir": "/tmp",
         "environment": {"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
         "hostname": "sandbox",
-        "network_mode": "none",
+        # No network at all: only `lo` in the container (the hostile suite checks it). Not
+        # network_mode="none": that leaves the same `lo` but costs the engine ~80 ms more per
+        # container to set up and tear down (126 against 209 ms for create to remove here).
+        "network_disabled": True,
         "read_only": True,
         "tmpfs": {"/tmp": tmp_options},
         "mem_limit": memory,
