@@ -147,6 +147,8 @@ class DockerSandbox:
                 self._task_of.pop(container.id, None)
                 self._cancelled.discard(container.id)
             self._discard(container)
+            if warm is not None:
+                self._pool.refill(job.language.name)
 
     def _run_warm(self, warm: Warm, job: SandboxJob, began: float) -> RunOutcome:
         """Send the job's code to a pooled container that already waits for it."""

@@ -153,6 +153,8 @@ class WarmPool:
         """A started container for ``language`` with ``memory_mb``, or None (take the cold path).
 
         Never waits for a container: an empty pool means the cold path, and a refill starts.
+        After a container is taken, the caller calls ``refill`` once its run has ended: a
+        container starting beside the run takes the engine's and the cores' time from it.
         """
         while True:
             with self._lock:
@@ -161,8 +163,8 @@ class WarmPool:
                 ready = self._ready.setdefault(language.name, deque())
                 self._languages.setdefault(language.name, language)
                 warm = ready.popleft() if ready else None
-            self._top_up(language.name)
             if warm is None:
+                self._top_up(language.name)
                 return None
             if warm.age() >= self._pool.max_age_seconds or warm.spoiled():
                 self._discard(warm)
@@ -184,6 +186,10 @@ class WarmPool:
         return True
 
     # --- filling -------------------------------------------------------------------------------
+
+    def refill(self, language: str) -> None:
+        """Bring ``language`` back to ``size`` containers, in the background."""
+        self._top_up(language)
 
     def _top_up(self, language: str) -> None:
         """Start as many fills as bring ``language`` back to ``size`` containers."""
