@@ -20,6 +20,7 @@ from datetime import datetime
 import psycopg2
 import requests
 
+from taskservice.sandbox.pool import TASK_NAME_PREFIX
 from tests.fault_stack import Stack
 from tests.service import ApiUser
 
@@ -57,7 +58,12 @@ def test_chaos(config, rabbit, tmp_path, docker_client):
     # The engine keeps only its last few hundred events, so they are watched live.
     events = docker_client.events(
         since=int(time.time()),
-        filters={"type": "container", "event": "create", "label": "taskservice.role=sandbox"},
+        # A cold sandbox is created for its task; a pooled one is renamed after it when taken.
+        filters={
+            "type": "container",
+            "event": ["create", "rename"],
+            "label": "taskservice.role=sandbox",
+        },
         decode=True,
     )
     sandbox_creations: list[dict] = []
@@ -146,7 +152,11 @@ def test_chaos(config, rabbit, tmp_path, docker_client):
     late_starts = []
     created = collections.Counter()
     for event in sandbox_creations:
-        task_id = event["Actor"]["Attributes"].get("taskservice.task_id")
+        attributes = event["Actor"]["Attributes"]
+        task_id = attributes.get("taskservice.task_id")
+        if event.get("Action") == "rename":
+            name = attributes.get("name", "").lstrip("/")  # prefix, task id, "-" and 8 hex
+            task_id = name[len(TASK_NAME_PREFIX) : -9] if name.startswith(TASK_NAME_PREFIX) else ""
         if task_id not in rows:
             continue
         created[task_id] += 1
@@ -155,11 +165,12 @@ def test_chaos(config, rabbit, tmp_path, docker_client):
             late_starts.append(task_id)
 
     left = [
-        c.labels.get("taskservice.task_id")
-        for c in docker_client.containers.list(
+        summary["Id"]
+        for summary in docker_client.api.containers(
             all=True, filters={"label": "taskservice.role=sandbox"}
         )
-        if c.labels.get("taskservice.task_id") in rows
+        if (summary.get("Labels") or {}).get("taskservice.task_id") in rows
+        or any(task_id in name for name in summary["Names"] for task_id in rows)
     ]
     by_status = collections.Counter(rows[t][1] for t in accepted)
     redelivered = sum(1 for t in accepted if rows[t][2] > 1)
