@@ -7,6 +7,7 @@ import time
 import docker.errors
 import requests
 
+from taskservice.sandbox.pool import task_name_prefix
 from tests.service import TEST_JWT_SECRET, ApiUser, Process, free_port, service_env, wait_for_api
 
 SLOW_TASK = "import time\nprint('start', flush=True)\ntime.sleep({seconds})\nprint('done')"
@@ -86,13 +87,18 @@ def program_runs(container) -> bool:
 
 
 def task_containers(docker_client, task_id: str) -> list:
-    """The task's containers. The SDK lists, then inspects each: one removed in between (its
-    run just ended) is simply not there."""
+    """The task's containers: a cold one carries its task's label, one taken from the warm pool
+    its task's name. The SDK lists, then inspects each: one removed in between (its run just
+    ended) is simply not there."""
     while True:
         try:
-            return docker_client.containers.list(
+            labelled = docker_client.containers.list(
                 all=True, filters={"label": f"taskservice.task_id={task_id}"}
             )
+            named = docker_client.containers.list(
+                all=True, filters={"name": task_name_prefix(task_id)}
+            )
+            return labelled + named
         except docker.errors.NotFound:
             continue
 

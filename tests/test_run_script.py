@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from tests.conftest import TEST_JWT_SECRET
+from tests.fault_stack import task_containers
 from tests.service import ROOT, ApiUser, free_port, own_database_and_queues, service_env
 
 CTRL_C = b"\x03"
@@ -251,9 +252,7 @@ def test_a_second_ctrl_c_stops_at_once(run_script, own_config, docker_client):
     assert row["status"] == "running" and "done" not in row["stdout"], row
     # Its sandbox was killed, not left running. What a hard stop leaves of it is removed here
     # rather than by a later worker's sweep of leftovers.
-    sandboxes = docker_client.containers.list(
-        all=True, filters={"label": f"taskservice.task_id={task_id}"}
-    )
+    sandboxes = task_containers(docker_client, task_id)
     assert all(sandbox.status != "running" for sandbox in sandboxes), sandboxes
     for sandbox in sandboxes:
         sandbox.remove(force=True)
