@@ -14,11 +14,13 @@ from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
+from taskservice.output_streams import OutputReader, reader_client
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.readiness import Readiness
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
+from taskservice.resources.events import TaskEventsResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.me import MeResource, account_limits
@@ -30,6 +32,7 @@ from taskservice.store.db import Database
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
+from taskservice.task_events import TaskEvents
 from taskservice.task_queries import TaskQueries
 from taskservice.validation import TaskLimits
 from taskservice.waits import TaskWaits
@@ -52,6 +55,9 @@ class Collaborators:
     waits: TaskWaits = field(default_factory=lambda: TaskWaits(None))
     # A registry of its own: GET /metrics shows this app's requests alone.
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    # Live output's streams (blocking reads: a Redis client of their own). Without Redis the
+    # event streams send the output from PostgreSQL once the task is final.
+    outputs: OutputReader = field(default_factory=lambda: OutputReader(None))
 
 
 class BodyLimitMiddleware:
@@ -139,6 +145,9 @@ def create_app(
     app.add_route("/task", TasksResource(submissions, queries, limits, max_wait))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))
     app.add_route("/result/{task_id:uuid}", TaskResultResource(queries, max_wait))
+    # Live output (Server-Sent Events).
+    events = TaskEvents(queries, collaborators.outputs, collaborators.waits)
+    app.add_route("/task/{task_id:uuid}/events", TaskEventsResource(queries, events))
     app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
@@ -167,5 +176,6 @@ def get_app(config: Config | None = None) -> falcon.App:
         cache=StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics),
         waits=TaskWaits(redis, metrics=metrics, max_waiting=config.max_waiting_requests),
         metrics=metrics,
+        outputs=OutputReader(reader_client(config.redis_url)),
     )
     return create_app(config, collaborators)
