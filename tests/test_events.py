@@ -4,6 +4,7 @@ programs in Docker, Redis (the machine's, or a private one the test stops)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -202,3 +203,19 @@ def test_a_client_that_leaves_frees_its_thread(config, tmp_path):
             time.sleep(0.3)
         again.close()
         held[1].close()
+
+
+def test_a_stopping_api_ends_its_streams_so_clients_resume_elsewhere(config, tmp_path):
+    with running_service(
+        config, TEST_JWT_SECRET, tmp_path, QUEUE_NAME=f"{config.queue_name}.events-stop"
+    ) as (base, api, worker):
+        worker.stop()  # nothing runs the task: the stream would stay open for ever
+        user = ApiUser(base)
+        task_id = user.submit("print(1)")
+        source = follow(user, task_id)
+        first = next(source.events())
+        assert (first.name, first.data) == ("status", {"status": "queued", "attempt": 0})
+        api.signal(signal.SIGTERM)
+        rest = list(source.events())  # the server ends the stream: no result in it
+        assert rest == []
+        assert api.popen.wait(timeout=30) == 0

@@ -147,6 +147,11 @@ class EventStream:
         if release is not None:
             release()
 
+    def __del__(self) -> None:
+        # A body dropped unclosed (an error after the responder) must not keep its slot.
+        if self._release is not None:
+            self.close()
+
 
 class TaskEvents:
     def __init__(
