@@ -139,7 +139,10 @@ class EventStream:
         self._release: Callable[[], None] | None = release
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._events
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._events)
 
     def close(self) -> None:
         self._events.close()  # type: ignore[attr-defined]
