@@ -60,7 +60,7 @@ class OutputCapture:
             kept = payload[: max(room, 0)]
             self.buffers[stream] += kept
             if kept and self.on_output is not None:
-                self.on_output(stream, bytes(kept))
+                self.on_output(stream, kept)  # a fresh slice: nothing changes it later
 
     @property
     def over_cap(self) -> bool:
