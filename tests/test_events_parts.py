@@ -15,6 +15,7 @@ from falcon import testing
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskStatus
 from taskservice.output_streams import STDERR, STDOUT, OutputFeed, OutputReader, stream_key
+from taskservice.sandbox import framing
 from taskservice.status_cache import StatusCache, redis_client
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
@@ -312,3 +313,12 @@ def test_without_redis_a_finished_task_replays_from_postgresql(config, database,
         f"/task/{task_id}/events", headers={**headers, "Last-Event-ID": "1:4:7:result"}
     )
     assert (done.status_code, done.text) == (204, "")
+
+
+def test_the_capture_hands_on_exactly_what_it_keeps():
+    seen = []
+    capture = framing.OutputCapture(10, on_output=lambda stream, data: seen.append((stream, data)))
+    capture.feed(framing.frame(STDOUT, b"hello ") + framing.frame(STDERR, b"err"))
+    capture.feed(framing.frame(STDOUT, b"world!") + framing.frame(STDOUT, b"more"))
+    assert seen == [(STDOUT, b"hello "), (STDERR, b"err"), (STDOUT, b"worl")]
+    assert bytes(capture.buffers[STDOUT]) == b"hello worl" and capture.truncated[STDOUT]
