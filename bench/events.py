@@ -5,12 +5,13 @@ A worker runs `WORKER_CONCURRENCY` tasks (3 by default) that print the time ever
 BENCH_EVENTS_INTERVAL seconds (0.2); the 200 followers are spread over them, so the API sends
 about 200 / 0.2 = 1,000 output events a second besides its keep-alives. Each round: the tasks
 start, wrk measures without followers, the followers connect (each counts once its first line
-has come), wrk measures with them, and the followers hang up. An event stream holds one of the
-API's threads, from the same budget as `?wait=` (seven eighths of `API_THREADS` per process):
-the figure says whether the threads left serve the short requests. The followers also measure
-how long a line takes from the program's `print` to the client (the container shares the
-host's clock), and count events lost or repeated. Beside wrk, the same probe as
-bench/waiters.py opens a new connection for a `GET /status` five times a second.
+has come), they follow for 5 s alone, wrk measures with them, and the followers hang up. An
+event stream holds one of the API's threads, from the same budget as `?wait=` (seven eighths of
+`API_THREADS` per process): the figure says whether the threads left serve the short requests.
+The followers also measure how long a line takes from the program's `print` to the client (the
+container shares the host's clock), before wrk and under it, and count lines out of order (lost
+or repeated). Beside wrk, the same probe as bench/waiters.py opens a new connection for a
+`GET /status` five times a second.
 
 Knobs: BENCH_EVENTS (200 streams), BENCH_EVENTS_ROUNDS (2), BENCH_EVENTS_INTERVAL (0.2 s),
 BENCH_API_SECONDS (10) per measurement, BENCH_API_CONNECTIONS (64).
@@ -41,6 +42,8 @@ from tests.sse import EventSource
 
 TARGET_RATIO = 0.5
 CONNECT_WITHIN_SECONDS = 20
+# With the followers connected and before wrk starts: the delay of live output on its own.
+QUIET_SECONDS = 5
 PROGRAM = """\
 import time
 end = time.time() + {seconds}
@@ -59,7 +62,7 @@ class Follower(threading.Thread):
         self._headers = {"Authorization": f"Bearer {token}"}
         self.task_id = task_id
         self.following = threading.Event()  # connected, and the first line has come
-        self.delays: list[float] = []
+        self.delays: list[tuple[float, float]] = []  # (arrival, monotonic; print -> arrival)
         self.lines = 0
         self.out_of_order = 0
         self.error: str | None = None
@@ -77,7 +80,7 @@ class Follower(threading.Thread):
                 return
             connected = time.time()
             for event in self._source.events():
-                arrived = time.time()
+                arrived, at = time.time(), time.monotonic()
                 if event.name != "stdout":
                     continue
                 *lines, pending = (pending + event.data["data"]).split("\n")
@@ -89,7 +92,7 @@ class Follower(threading.Thread):
                     last = printed
                     # Lines printed before the client came are a replay, not live.
                     if printed >= connected:
-                        self.delays.append(arrived - printed)
+                        self.delays.append((at, arrived - printed))
                 self.following.set()
             self.ended = True
         except Exception as exc:  # a thread's failure is counted, not raised
@@ -127,6 +130,8 @@ def with_followers(base: str, token: str, tasks: list[str], count: int, measure_
     following = sum(1 for f in followers if f.lines and f.error is None)
     took = time.monotonic() - began
     print(f"  {following} of {count} followers have output after {took:.1f} s")
+    time.sleep(QUIET_SECONDS)
+    quiet_until = time.monotonic()
     lines_before = sum(f.lines for f in followers)
     run = measure_status("with streams")
     still = sum(1 for f in followers if f.is_alive() and f.error is None)
@@ -135,24 +140,28 @@ def with_followers(base: str, token: str, tasks: list[str], count: int, measure_
         follower.release()
     for follower in followers:
         follower.join(10)
-    delays = [delay for f in followers for delay in f.delays]
+    quiet = [delay for f in followers for at, delay in f.delays if at <= quiet_until]
+    loaded = [delay for f in followers for at, delay in f.delays if at > quiet_until]
     outcome = {
         "streams": count,
         "following_before": following,
         "following_after": still,
         "lines_during_measurement": lines,
         "lines_per_second": round(lines / (run["duration_us"] / 1e6 + WARMUP_SECONDS), 1),
-        "delay_p50_ms": ms(percentile(delays, 50)),
-        "delay_p99_ms": ms(percentile(delays, 99)),
-        "delay_max_ms": ms(max(delays, default=0.0)),
+        "delay_p50_ms": ms(percentile(quiet, 50)),
+        "delay_p99_ms": ms(percentile(quiet, 99)),
+        "delay_max_ms": ms(max(quiet, default=0.0)),
+        "delay_under_wrk_p50_ms": ms(percentile(loaded, 50)),
+        "delay_under_wrk_p99_ms": ms(percentile(loaded, 99)),
         "out_of_order": sum(f.out_of_order for f in followers),
         "errors": sum(1 for f in followers if f.error),
         "error_examples": sorted({f.error for f in followers if f.error})[:5],
     }
     print(
         f"  followers: {following} before and {still} after the measurement,"
-        f" {outcome['lines_per_second']} lines/s, print -> client p50"
-        f" {outcome['delay_p50_ms']} ms, p99 {outcome['delay_p99_ms']} ms,"
+        f" {outcome['lines_per_second']} lines/s; print -> client p50 / p99:"
+        f" {outcome['delay_p50_ms']} / {outcome['delay_p99_ms']} ms before wrk,"
+        f" {outcome['delay_under_wrk_p50_ms']} / {outcome['delay_under_wrk_p99_ms']} ms under it,"
         f" {outcome['out_of_order']} out of order, {outcome['errors']} errors"
     )
     return run, outcome
@@ -170,7 +179,7 @@ def main() -> None:
     runs: dict[str, list] = {"without": [], "with": [], "followers": []}
     with private_config() as config:
         # Each task prints through both measurements and the followers' arrival.
-        task_seconds = 2 * (WARMUP_SECONDS + seconds) + CONNECT_WITHIN_SECONDS + 5
+        task_seconds = 2 * (WARMUP_SECONDS + seconds) + CONNECT_WITHIN_SECONDS + QUIET_SECONDS
         if task_seconds + 5 > config.task_timeout_max:
             raise SystemExit(f"TASK_TIMEOUT_MAX must be at least {task_seconds + 5} s")
         gunicorn = {"API_WORKERS": str(config.api_workers), "API_THREADS": str(config.api_threads)}
@@ -242,7 +251,7 @@ def report(config, runs, api_log, quiet, count, interval, seconds, connections) 
         ),
         comparison("streams following through each measurement", least, count, ">=", 1.0),
         {
-            "what": "live output, print -> client p99 ms",
+            "what": "live output before wrk, print -> client p99 ms",
             "service": max(f["delay_p99_ms"] for f in followers),
             "baseline": "-",
             "ratio": None,

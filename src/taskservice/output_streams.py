@@ -19,9 +19,11 @@ is (UTF-8, U+FFFD for what is not) but incrementally, holding back a character c
 chunks: the chunks joined are exactly the stored result's text, character for character.
 
 Writing never slows the sandbox: ``OutputFeed.write`` appends to memory under a lock; a thread
-of the feed's own batches what came within ``FLUSH_SECONDS`` (or ``FLUSH_BYTES``) into one
-pipelined round trip (XADD with ``MAXLEN ~``, then EXPIRE). A failed write drops that batch
-(the offsets still count it, so readers see the hole) and Redis is left alone for a second.
+of the feed's own sends it, at most once per ``FLUSH_SECONDS`` unless ``FLUSH_BYTES`` are
+waiting, each batch one pipelined round trip (XADD with ``MAXLEN ~``, then EXPIRE). Output
+after a quiet spell goes at once, so a line printed alone reaches readers in a round trip. A
+failed write drops that batch (the offsets still count it, so readers see the hole) and Redis
+is left alone for a second.
 """
 
 from __future__ import annotations
@@ -123,12 +125,15 @@ class OutputFeed:
 
     def _run(self) -> None:
         self._send([{"k": STARTED}])
+        sent_at = time.monotonic()
         while True:
             with self._lock:
                 while not self._pending and not self._closing:
                     self._lock.wait()
-                # Linger a little so that a burst of small writes goes out as one batch.
-                deadline = time.monotonic() + self._flush_seconds
+                # Output after a quiet spell goes at once; output that follows a send within
+                # FLUSH_SECONDS waits for the rest of that interval (or FLUSH_BYTES), so that a
+                # flood goes out in batches, a round trip per batch.
+                deadline = sent_at + self._flush_seconds
                 while not self._closing and self._pending_bytes < FLUSH_BYTES:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -141,6 +146,7 @@ class OutputFeed:
                 entries.append({"k": ENDED})
             if entries:
                 self._send(entries)
+            sent_at = time.monotonic()
             if closing:
                 return
 
