@@ -180,6 +180,12 @@ result=$(curl -fsS "$base/result/$TASK_ID" -H "Authorization: Bearer $TOKEN")
 [[ $status == succeeded && $(json_field stdout <<<"$result") == 42 ]] ||
   die "task $TASK_ID: expected status succeeded and stdout 42, got: $result"
 ok "register, login, task $TASK_ID printed 42"
+# Live output through nginx's own location for it: the finished task's events replay and end.
+events=$(curl -fsSN --max-time 30 "$base/task/$TASK_ID/events" -H "Authorization: Bearer $TOKEN") ||
+  die "GET /task/$TASK_ID/events through nginx failed"
+grep -qxF 'data: {"data": "42\n"}' <<<"$events" && grep -qx 'event: result' <<<"$events" ||
+  die "GET /task/$TASK_ID/events through nginx: no output or no result event in: $events"
+ok "GET /task/$TASK_ID/events through nginx replays the output and the result"
 # Redis is optional to the service, so a stack that never reached it would pass every check
 # above: the task's states must have gone through its status cache.
 cached=$(docker exec "$redis_id" redis-cli dbsize)
