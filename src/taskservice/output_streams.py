@@ -48,8 +48,11 @@ FLUSH_SECONDS = 0.05
 FLUSH_BYTES = 16 * 1024
 # Entries kept per stream, approximately; older ones are trimmed (a reader then sees a hole).
 MAX_ENTRIES = 10_000
-# How long a stream outlives its last write, beyond the attempt's own time limit.
+# How long a stream outlives its last write, beyond the attempt's own time limit; once the
+# attempt has ended, only this long (for clients that reconnect: a replay after that comes
+# from the stored result, which holds the same text).
 TTL_SECONDS = 600
+ENDED_TTL_SECONDS = 120
 PAUSE_AFTER_FAILURE_SECONDS = 1.0
 SOCKET_TIMEOUT_SECONDS = 0.5
 # The longest a reader blocks in XREAD; its connection's timeout must outlast it.
@@ -178,7 +181,8 @@ class OutputFeed:
             pipe = self._client.pipeline(transaction=False)
             for fields in entries:
                 pipe.xadd(self._key, fields, maxlen=MAX_ENTRIES, approximate=True)
-            pipe.expire(self._key, self._ttl)
+            ended = entries[-1]["k"] == ENDED
+            pipe.expire(self._key, ENDED_TTL_SECONDS if ended else self._ttl)
             pipe.execute()
         except redis.RedisError as exc:
             self._metrics.dependency_error(REDIS)
