@@ -18,12 +18,14 @@ from taskservice.config import Config, load_config
 from taskservice.cors import cors_middleware
 from taskservice.json_body import CheckedJSONHandler
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
+from taskservice.output_streams import OutputReader, reader_client
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.rate_limits import RateLimiter, RateLimitMiddleware, policies, redis_storage
 from taskservice.readiness import Readiness
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
+from taskservice.resources.events import TaskEventsResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.me import MeResource, WebhookSecretResource, account_limits
@@ -50,6 +52,7 @@ from taskservice.store.task_listing import TaskListing
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.store.webhooks import WebhookStore
+from taskservice.task_events import TaskEvents
 from taskservice.task_queries import TaskQueries
 from taskservice.validation import TaskLimits
 from taskservice.waits import TaskWaits
@@ -77,6 +80,9 @@ class Collaborators:
     rate_limit_storage: Storage | None = None
     # How callback URLs' hosts are resolved (tests give names addresses without DNS).
     resolver: Resolver = system_resolver
+    # Live output's streams (blocking reads: a Redis client of their own). Without Redis the
+    # event streams send the output from PostgreSQL once the task is final.
+    outputs: OutputReader = field(default_factory=lambda: OutputReader(None))
 
 
 class BodyLimitMiddleware:
@@ -203,6 +209,9 @@ def create_app(
         stop_wait_seconds=min(STOP_WAIT_SECONDS, config.max_wait_seconds),
     )
     app.add_route("/task/{task_id:uuid}", TaskResource(deletion))
+    # Live output (Server-Sent Events).
+    events = TaskEvents(queries, collaborators.outputs, collaborators.waits)
+    app.add_route("/task/{task_id:uuid}/events", TaskEventsResource(queries, events))
     app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
@@ -236,5 +245,6 @@ def get_app(config: Config | None = None) -> falcon.App:
         waits=TaskWaits(redis, metrics=metrics, max_waiting=config.max_waiting_requests),
         metrics=metrics,
         rate_limit_storage=redis_storage(config.redis_url),  # connects on first use
+        outputs=OutputReader(reader_client(config.redis_url)),
     )
     return create_app(config, collaborators)

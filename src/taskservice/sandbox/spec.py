@@ -12,7 +12,8 @@ worker read or write a host path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.types
@@ -72,6 +73,9 @@ class SandboxJob:
     stdin: bytes
     timeout_seconds: int
     memory_mb: int
+    # Where output goes as it is read, (stream, bytes) for each piece kept under the cap: the
+    # task's live output. It must return at once (it runs on the read loop).
+    on_output: Callable[[int, bytes], None] | None = field(default=None, compare=False)
 
 
 def encode_input(job: SandboxJob) -> bytes:
