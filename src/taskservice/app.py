@@ -10,14 +10,18 @@ from pathlib import Path
 import falcon
 
 from taskservice import errors, http_errors, tracing
+from taskservice.api_keys import ApiKeys
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
+from taskservice.judge0 import errors as judge0_errors
+from taskservice.judge0 import resources as judge0
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.readiness import Readiness
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
+from taskservice.resources.api_keys import ApiKeyResource, ApiKeysResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
@@ -27,7 +31,9 @@ from taskservice.resources.task_lifecycle import TaskCancelResource, TaskListRes
 from taskservice.resources.tasks import TaskResultResource, TasksResource, TaskStatusResource
 from taskservice.services import Accounts, TaskSubmissions
 from taskservice.status_cache import NoCache, StatusCache, redis_client
+from taskservice.store.api_keys import ApiKeyStore
 from taskservice.store.db import Database
+from taskservice.store.judge0 import Judge0Store
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.task_listing import TaskListing
 from taskservice.store.tasks import TaskStore
@@ -113,11 +119,13 @@ def create_app(
         max_stdin_bytes=config.max_stdin_bytes,
     )
 
+    api_keys = ApiKeys(ApiKeyStore(collaborators.db), collaborators.clock, collaborators.new_id)
+    versions = LanguageVersionStore(collaborators.db)
+
     # Metrics first: its clock starts before, and its count follows, every other middleware.
     metrics = MetricsMiddleware(collaborators.metrics)
-    app = falcon.App(
-        middleware=[metrics, RequestIdMiddleware(), BodyLimitMiddleware(), AuthMiddleware(tokens)]
-    )
+    auth = AuthMiddleware(tokens, api_keys)
+    app = falcon.App(middleware=[metrics, RequestIdMiddleware(), BodyLimitMiddleware(), auth])
     app.req_options.strip_url_path_trailing_slash = False
     # JSON only: Falcon would otherwise also parse form bodies into media.
     app.req_options.media_handlers = falcon.media.Handlers(
@@ -126,6 +134,7 @@ def create_app(
     app.set_error_serializer(http_errors.serialize_error)
     app.add_error_handler(Exception, http_errors.map_unexpected_error)
     app.add_error_handler(errors.DomainError, http_errors.map_domain_error)
+    app.add_error_handler(judge0_errors.Judge0Error, judge0_errors.handle)
 
     openapi = OpenApiResource(docs_root / "openapi.yaml")
     swagger = SwaggerUiResource(docs_root / "static" / "swagger")
@@ -143,12 +152,25 @@ def create_app(
     app.add_route("/task/{task_id:uuid}/cancel", TaskCancelResource(tasks, collaborators.clock))
     app.add_route("/status/{task_id:uuid}", TaskStatusResource(queries))
     app.add_route("/result/{task_id:uuid}", TaskResultResource(queries, max_wait))
-    app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
+    app.add_route("/languages", LanguagesResource(config, versions))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
     app.add_route("/swagger", swagger, suffix="redirect")
     app.add_route("/swagger/", swagger)
     app.add_route("/swagger/{filename}", swagger)
+
+    # API keys, and the Judge0-compatible API (taskservice.judge0): its submissions are tasks.
+    app.add_route("/api-keys", ApiKeysResource(api_keys))
+    app.add_route("/api-keys/{key_id:uuid}", ApiKeyResource(api_keys))
+    j0 = judge0.Judge0(config, submissions, queries, Judge0Store(collaborators.db), versions)
+    app.add_route("/judge0/about", judge0.AboutResource())
+    app.add_route("/judge0/config_info", judge0.ConfigInfoResource(j0))
+    app.add_route("/judge0/statuses", judge0.StatusesResource())
+    app.add_route("/judge0/languages", judge0.LanguagesResource(j0))
+    app.add_route("/judge0/languages/{language_id}", judge0.LanguagesResource(j0), suffix="one")
+    app.add_route("/judge0/submissions", judge0.SubmissionsResource(j0))
+    app.add_route("/judge0/submissions/batch", judge0.BatchResource(j0))
+    app.add_route("/judge0/submissions/{token}", judge0.SubmissionResource(j0))
     return app
 
 

@@ -55,6 +55,8 @@ class TaskRequest:
     stdin: bytes
     timeout_seconds: int
     memory_mb: int
+    # Appended to the interpreter's argv after the code file (sys.argv[1:], "$@").
+    arguments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,4 @@ class ClaimedTask:
     # When the task was made and when this claim started it: its wait in the queue (metrics).
     created_at: datetime | None = None
     started_at: datetime | None = None
+    arguments: tuple[str, ...] = ()

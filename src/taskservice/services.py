@@ -12,7 +12,7 @@ from taskservice.errors import BrokerUnavailable, DatabaseUnavailable, InvalidCr
 from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskStatus
 from taskservice.ports import TaskPublisher
-from taskservice.store.tasks import TaskStore
+from taskservice.store.tasks import AlsoStore, TaskStore
 from taskservice.store.users import User, UserStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,12 @@ def request_fingerprint(request: TaskRequest) -> str:
     ):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
+    # Only when there are any, so that the fingerprints stored before arguments existed still
+    # match their repeats.
+    for argument in request.arguments:
+        part = argument.encode()
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
     return digest.hexdigest()
 
 
@@ -87,9 +93,16 @@ class TaskSubmissions:
         self._metrics = metrics
 
     def submit(
-        self, user_id: uuid.UUID, request: TaskRequest, idempotency_key: str | None = None
+        self,
+        user_id: uuid.UUID,
+        request: TaskRequest,
+        idempotency_key: str | None = None,
+        also: AlsoStore | None = None,
     ) -> tuple[Task, bool]:
-        """Store and queue a task; return it and whether it is new (False: an idempotent repeat)."""
+        """Store and queue a task; return it and whether it is new (False: an idempotent repeat).
+
+        ``also`` stores more about the task in the same unit of work (see ``TaskStore.create``).
+        """
         idempotency = (
             IdempotencyKey(idempotency_key, request_fingerprint(request))
             if idempotency_key is not None
@@ -103,6 +116,7 @@ class TaskSubmissions:
             self._clock(),
             idempotency,
             max_active=self._max_active_tasks,
+            also=also,
         )
         if not created:
             # The first request may have died between storing and publishing; a second message

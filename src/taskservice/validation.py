@@ -114,6 +114,20 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     )
 
 
+API_KEY_NAME_MAX_CHARS = 100
+
+
+def api_key_name(media: Any) -> str:
+    """The body of POST /api-keys: a name for the key, to tell keys apart."""
+    name = _string(require_object(media, {"name"}, {"name"}), "name")
+    if not name.strip() or len(name) > API_KEY_NAME_MAX_CHARS or not name.isprintable():
+        raise InvalidRequest(
+            f"'name' must be 1 to {API_KEY_NAME_MAX_CHARS} printable characters, not all blank."
+        )
+    _utf8(name, "name")
+    return name
+
+
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 
 

@@ -155,6 +155,7 @@ class TaskRunner:
             stdin=task.stdin,
             timeout_seconds=task.timeout_seconds,
             memory_mb=task.memory_mb,
+            arguments=task.arguments,
         )
         backoff = Backoff(first=1.0, limit=30.0)
         last_error: Exception | None = None
