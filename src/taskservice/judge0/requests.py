@@ -95,8 +95,8 @@ def submission(body: Any, encoded: bool, limits: Judge0Limits) -> Judge0Submissi
     check.off("enable_per_process_and_thread_memory_limit", "this option cannot be enabled")
     check.off("redirect_stderr_to_stdout", "is not supported")
     check.off("enable_network", "enabling network is not allowed")
-    check.off("compiler_options", "setting compiler options is not allowed (no compilers)")
-    check.off("additional_files", "additional files are not supported")
+    check.off("compiler_options", "setting compiler options is not allowed (no compilers)", "")
+    check.off("additional_files", "additional files are not supported", "")
     arguments = check.arguments("command_line_arguments")
     if problems:
         raise unprocessable(problems)
@@ -179,8 +179,6 @@ class _Checker:
         if value is None:
             self._problem("language_id", "can't be blank")
             return None
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value not in known:
             self._problem("language_id", f"language with id {str(value)[:40]} doesn't exist")
             return None
@@ -201,9 +199,11 @@ class _Checker:
             return number
         return default
 
-    def off(self, name: str, message: str) -> None:
-        """A switch or an option this service does not have: null, false or empty only."""
-        if self._body.get(name) not in (None, False, ""):
+    def off(self, name: str, message: str, off_value: bool | str = False) -> None:
+        """A switch (off: false) or an option (off: "") this service does not have: null or
+        off only."""
+        value = self._body.get(name)
+        if not (value is None or (type(value) is type(off_value) and value == off_value)):
             self._problem(name, message)
 
     def arguments(self, name: str) -> list[str]:
@@ -242,15 +242,9 @@ def _argument_problem(word: str) -> str | None:
 
 
 def _as_number(value: Any) -> float | None:
-    """A JSON number or a numeric string, as Rails' numericality takes them; finite only."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, int | float):
+    """A finite JSON number (not a numeric string, as Rails would also take: clients send
+    numbers, and the schema says so)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
         number = float(value)
