@@ -168,7 +168,9 @@ def test_a_submission_is_an_ordinary_task_and_reads_back_as_judge0_has_it(client
     assert everything["source_code"] == "print(input())"
     assert everything["expected_output"] == "hi  \n\n"
     assert everything["language_id"] == 100
-    assert everything["language"] == {"id": 100, "name": "Python"}
+    # Named with the version a worker reported, if one has in this test run's database.
+    assert everything["language"]["id"] == 100
+    assert everything["language"]["name"].startswith("Python")
     assert (everything["time"], everything["wall_time"], everything["memory"]) == (
         "1.234",
         "1.234",
@@ -321,9 +323,8 @@ def test_invalid_submissions_are_422_field_by_field(client, db, body, query, fie
     answer = submit(client, token, body, query, status=422)
     assert isinstance(answer[field], list) and answer[field]
     assert answer["title"] and field in answer["description"]
-    with db.transaction() as cursor:
-        cursor.execute("SELECT count(*) AS n FROM tasks")
-        assert cursor.fetchone()["n"] == 0
+    listed = client.simulate_get("/tasks", headers=auth(token)).json["tasks"]
+    assert listed == []  # nothing was stored
 
 
 def test_bad_requests_are_400(client):
