@@ -171,6 +171,7 @@ class TaskRunner:
             timeout_seconds=task.timeout_seconds,
             memory_mb=task.memory_mb,
             on_output=feed.write if feed is not None else None,
+            arguments=task.arguments,
         )
         backoff = Backoff(first=1.0, limit=30.0)
         last_error: Exception | None = None
