@@ -199,6 +199,9 @@ class BatchResource:
         items = media.get("submissions") if isinstance(media, dict) else None
         if not isinstance(items, list):
             raise bad_request('the body must be {"submissions": [...]}')
+        if not all(isinstance(item, dict) for item in items):
+            # Not a submission at all: the body's shape is wrong, not one item's content.
+            raise bad_request("each of submissions must be an object")
         _check_batch_size(len(items), "submissions")
         user_id = req.context.user_id
         answers = []
