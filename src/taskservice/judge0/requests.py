@@ -59,6 +59,15 @@ class Judge0Submission:
     callback_url: str | None
 
 
+def only_parameters(params: Mapping[str, Any], allowed: set[str]) -> None:
+    """Refuse query parameters the operation does not have, as the service's own routes do: a
+    misspelt `base64_encoded` would otherwise be silently taken as false."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        names = ", ".join(sorted(allowed)) or "none"
+        raise bad_request(f"unknown query parameter {unknown[0][:40]!r}; this takes {names}")
+
+
 def flag(params: Mapping[str, Any], name: str) -> bool:
     """A true/false query parameter (``base64_encoded``, ``wait``); false when absent."""
     value = params.get(name)

@@ -14,7 +14,13 @@ from taskservice.config import Config
 from taskservice.errors import ServiceUnavailable, TooManyActiveTasks
 from taskservice.judge0 import catalog
 from taskservice.judge0.errors import Judge0Error, bad_request, not_found, unprocessable_message
-from taskservice.judge0.requests import Judge0Limits, Judge0Submission, fields_param, flag
+from taskservice.judge0.requests import (
+    Judge0Limits,
+    Judge0Submission,
+    fields_param,
+    flag,
+    only_parameters,
+)
 from taskservice.judge0.requests import submission as parse_submission
 from taskservice.judge0.views import DEFAULT_FIELDS, FIELDS, SubmissionView
 from taskservice.model import Task
@@ -153,6 +159,7 @@ class SubmissionsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         judge0 = self._judge0
+        only_parameters(req.params, {"base64_encoded", "wait", "fields"})
         encoded = flag(req.params, "base64_encoded")
         wait = flag(req.params, "wait")
         if wait and judge0.max_wait <= 0:
@@ -177,6 +184,7 @@ class SubmissionResource:
         self._judge0 = judge0
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
+        only_parameters(req.params, {"base64_encoded", "fields"})
         encoded = flag(req.params, "base64_encoded")
         fields = fields_param(req.get_param("fields"), FIELDS, DEFAULT_FIELDS)
         body = self._judge0.bodies(req.context.user_id, [token], fields, encoded)[0]
@@ -194,6 +202,7 @@ class BatchResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         judge0 = self._judge0
+        only_parameters(req.params, {"base64_encoded"})
         encoded = flag(req.params, "base64_encoded")
         media = req.get_media()
         items = media.get("submissions") if isinstance(media, dict) else None
@@ -219,6 +228,7 @@ class BatchResource:
         resp.media = answers
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        only_parameters(req.params, {"tokens", "base64_encoded", "fields"})
         encoded = flag(req.params, "base64_encoded")
         fields = fields_param(req.get_param("fields"), FIELDS, DEFAULT_FIELDS)
         raw = req.get_param("tokens")
