@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 
-.PHONY: run test chaos bench fuzz lint format prepare venv services docker image browser promtool nginx migrate compose-test clean
+.PHONY: run test chaos bench bench-events fuzz lint format prepare venv services docker image browser promtool nginx migrate compose-test clean
 
 run: prepare
 	@scripts/run.sh
@@ -81,8 +81,14 @@ bench: venv services docker image
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.waiters
+	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.footprint
 	@$(BIN)/python -m bench.report
+
+# 200 clients following tasks' live output (GET /task/{id}/events) while wrk reads statuses.
+bench-events: venv services docker image
+	@command -v wrk >/dev/null || { echo "bench-events: needs wrk (apt-get install wrk)" >&2; exit 1; }
+	$(BIN)/python -m bench.events
 
 # The Docker Compose deployment end to end: README's quick start, its curl walk-through through
 # nginx, then teardown (scripts/compose-smoke.sh). About a minute warm; a few more the first time.

@@ -393,8 +393,9 @@ class Client:
         """The same user on a connection of its own, for another thread."""
         return Client(self.base, self.token, self.timeout)
 
-    def submit(self, code: str = TRIVIAL_CODE) -> str:
-        status, answer = self._call("POST", "/task", {"code": code})
+    def submit(self, code: str = TRIVIAL_CODE, **options) -> str:
+        """``options``: the task's other fields (``timeout``, ``language``, ...)."""
+        status, answer = self._call("POST", "/task", {"code": code, **options})
         if status != 201:
             raise RuntimeError(f"submit: {status} {answer}")
         return answer["task_id"]

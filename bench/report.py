@@ -6,7 +6,7 @@ import json
 
 from bench.common import RESULTS_DIR, verdict
 
-ORDER = ("latency", "wait_latency", "throughput", "api", "waiters", "footprint")
+ORDER = ("latency", "wait_latency", "throughput", "api", "waiters", "events", "footprint")
 # Above this 1-minute load average at the start of a benchmark, other work shared the cores.
 BUSY_LOAD = 0.7
 

@@ -195,6 +195,12 @@ limit_headers=$(curl -fsS -D - -o /dev/null "$base/status/$TASK_ID" -H "Authoriz
 grep -qi '^RateLimit-Policy: "read";q=100000;w=60$' <<<"$limit_headers" && grep -qi '^RateLimit: "read";r=' <<<"$limit_headers" ||
   die "GET /status through nginx came without the rate-limit headers: $limit_headers"
 ok "rate limits in force through nginx: $(grep -i '^RateLimit:' <<<"$limit_headers")"
+# Live output through nginx's own location for it: the finished task's events replay and end.
+events=$(curl -fsSN --max-time 30 "$base/task/$TASK_ID/events" -H "Authorization: Bearer $TOKEN") ||
+  die "GET /task/$TASK_ID/events through nginx failed"
+grep -qxF 'data: {"data": "42\n"}' <<<"$events" && grep -qx 'event: result' <<<"$events" ||
+  die "GET /task/$TASK_ID/events through nginx: no output or no result event in: $events"
+ok "GET /task/$TASK_ID/events through nginx replays the output and the result"
 # Redis is optional to the service, so a stack that never reached it would pass every check
 # above: the task's states must have gone through its status cache.
 cached=$(docker exec "$redis_id" redis-cli dbsize)

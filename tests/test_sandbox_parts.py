@@ -67,7 +67,12 @@ def test_container_spec_locks_the_container_down():
     assert spec["labels"][SERVICE_LABEL] == "sandbox"
     assert spec["labels"][TASK_LABEL] == "t-1"
     assert spec["labels"][TIMEOUT_LABEL] == "7"
-    assert spec["command"][-3:] == ["/tmp/main.py", "python3", "-u"]
+    assert spec["command"][-4:] == ["/tmp/main.py", "2", "python3", "-u"]
+
+
+def test_the_programs_arguments_come_after_the_code_file():
+    command = container_spec(job(arguments=("a b", "-x")), SandboxSettings())["command"]
+    assert command[-6:] == ["/tmp/main.py", "2", "python3", "-u", "a b", "-x"]
 
 
 def test_container_spec_takes_the_runtime_when_set():

@@ -11,19 +11,25 @@ import falcon
 from limits.storage import Storage
 
 from taskservice import errors, http_errors, tracing
+from taskservice.api_keys import ApiKeys
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.client_addresses import ClientAddresses
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config, load_config
 from taskservice.cors import cors_middleware
 from taskservice.json_body import CheckedJSONHandler
+from taskservice.judge0 import errors as judge0_errors
+from taskservice.judge0 import resources as judge0
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
+from taskservice.output_streams import OutputReader, reader_client
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.rate_limits import RateLimiter, RateLimitMiddleware, policies, redis_storage
 from taskservice.readiness import Readiness
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
+from taskservice.resources.api_keys import ApiKeyResource, ApiKeysResource
 from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
+from taskservice.resources.events import TaskEventsResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.me import MeResource, WebhookSecretResource, account_limits
@@ -43,13 +49,16 @@ from taskservice.services import (
     WebhookSecrets,
 )
 from taskservice.status_cache import NoCache, StatusCache, redis_client
+from taskservice.store.api_keys import ApiKeyStore
 from taskservice.store.db import Database
+from taskservice.store.judge0 import Judge0Store
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.retention import RetentionStore
 from taskservice.store.task_listing import TaskListing
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
 from taskservice.store.webhooks import WebhookStore
+from taskservice.task_events import TaskEvents
 from taskservice.task_queries import TaskQueries
 from taskservice.validation import TaskLimits
 from taskservice.waits import TaskWaits
@@ -77,6 +86,9 @@ class Collaborators:
     rate_limit_storage: Storage | None = None
     # How callback URLs' hosts are resolved (tests give names addresses without DNS).
     resolver: Resolver = system_resolver
+    # Live output's streams (blocking reads: a Redis client of their own). Without Redis the
+    # event streams send the output from PostgreSQL once the task is final.
+    outputs: OutputReader = field(default_factory=lambda: OutputReader(None))
 
 
 class BodyLimitMiddleware:
@@ -152,6 +164,9 @@ def create_app(
         max_stdin_bytes=config.max_stdin_bytes,
     )
 
+    api_keys = ApiKeys(ApiKeyStore(collaborators.db), collaborators.clock, collaborators.new_id)
+    versions = LanguageVersionStore(collaborators.db)
+
     # Metrics first: its clock starts before, and its count follows, every other middleware.
     metrics = MetricsMiddleware(collaborators.metrics)
     app = falcon.App(
@@ -160,7 +175,7 @@ def create_app(
             RequestIdMiddleware(),
             *cors_middleware(config.cors_origin_list),
             BodyLimitMiddleware(),
-            AuthMiddleware(tokens),
+            AuthMiddleware(tokens, api_keys),
             *_rate_limit_middleware(config, collaborators),
         ]
     )
@@ -173,6 +188,7 @@ def create_app(
     app.set_error_serializer(http_errors.serialize_error)
     app.add_error_handler(Exception, http_errors.map_unexpected_error)
     app.add_error_handler(errors.DomainError, http_errors.map_domain_error)
+    app.add_error_handler(judge0_errors.Judge0Error, judge0_errors.handle)
 
     openapi = OpenApiResource(docs_root / "openapi.yaml")
     swagger = SwaggerUiResource(docs_root / "static" / "swagger")
@@ -203,12 +219,28 @@ def create_app(
         stop_wait_seconds=min(STOP_WAIT_SECONDS, config.max_wait_seconds),
     )
     app.add_route("/task/{task_id:uuid}", TaskResource(deletion))
-    app.add_route("/languages", LanguagesResource(config, LanguageVersionStore(collaborators.db)))
+    # Live output (Server-Sent Events).
+    events = TaskEvents(queries, collaborators.outputs, collaborators.waits)
+    app.add_route("/task/{task_id:uuid}/events", TaskEventsResource(queries, events))
+    app.add_route("/languages", LanguagesResource(config, versions))
     app.add_route("/openapi.yaml", openapi)
     app.add_route("/openapi.json", openapi, suffix="json")
     app.add_route("/swagger", swagger, suffix="redirect")
     app.add_route("/swagger/", swagger)
     app.add_route("/swagger/{filename}", swagger)
+
+    # API keys, and the Judge0-compatible API (taskservice.judge0): its submissions are tasks.
+    app.add_route("/api-keys", ApiKeysResource(api_keys))
+    app.add_route("/api-keys/{key_id:uuid}", ApiKeyResource(api_keys))
+    j0 = judge0.Judge0(config, submissions, queries, Judge0Store(collaborators.db), versions)
+    app.add_route("/judge0/about", judge0.AboutResource())
+    app.add_route("/judge0/config_info", judge0.ConfigInfoResource(j0))
+    app.add_route("/judge0/statuses", judge0.StatusesResource())
+    app.add_route("/judge0/languages", judge0.LanguagesResource(j0))
+    app.add_route("/judge0/languages/{language_id}", judge0.LanguagesResource(j0), suffix="one")
+    app.add_route("/judge0/submissions", judge0.SubmissionsResource(j0))
+    app.add_route("/judge0/submissions/batch", judge0.BatchResource(j0))
+    app.add_route("/judge0/submissions/{token}", judge0.SubmissionResource(j0))
     return app
 
 
@@ -236,5 +268,6 @@ def get_app(config: Config | None = None) -> falcon.App:
         waits=TaskWaits(redis, metrics=metrics, max_waiting=config.max_waiting_requests),
         metrics=metrics,
         rate_limit_storage=redis_storage(config.redis_url),  # connects on first use
+        outputs=OutputReader(reader_client(config.redis_url)),
     )
     return create_app(config, collaborators)

@@ -13,6 +13,7 @@ import bcrypt
 import falcon
 import jwt
 
+from taskservice.api_keys import ApiKeys, is_api_key
 from taskservice.clock import Clock
 from taskservice.http_errors import Unauthorized
 
@@ -143,20 +144,42 @@ class TokenService:
 
 
 class AuthMiddleware:
-    """Resources that set ``auth_required = True`` get ``req.context.user_id`` or a 401."""
+    """Resources that set ``auth_required = True`` get ``req.context.user_id`` or a 401.
 
-    def __init__(self, tokens: TokenService):
+    The credential is a login token or an API key (``tsk_...``), sent as ``Authorization:
+    Bearer <credential>`` or as ``X-Auth-Token: <credential>`` (the header Judge0's clients
+    send). ``req.context.api_key_id`` names the key, None for a login token.
+    """
+
+    def __init__(self, tokens: TokenService, api_keys: ApiKeys | None = None):
         self._tokens = tokens
+        self._api_keys = api_keys
 
     def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
         if not getattr(resource, "auth_required", False):
             return
         if not hasattr(resource, f"on_{req.method.lower()}"):
             return  # Falcon answers 405 for a method the resource lacks, token or not
-        header = req.get_header("Authorization")
-        if not header:
-            raise Unauthorized("This endpoint needs an 'Authorization: Bearer <token>' header.")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
-        req.context.user_id = self._tokens.verify(token.strip())
+        credential = _credential(req)
+        if self._api_keys is not None and is_api_key(credential):
+            owner = self._api_keys.verify(credential)
+            req.context.user_id, req.context.api_key_id = owner.user_id, owner.key_id
+            return
+        req.context.user_id = self._tokens.verify(credential)
+        req.context.api_key_id = None
+
+
+def _credential(req: falcon.Request) -> str:
+    header = req.get_header("Authorization")
+    if not header:
+        token = (req.get_header("X-Auth-Token") or "").strip()
+        if token:
+            return token
+        raise Unauthorized(
+            "This endpoint needs an 'Authorization: Bearer <token>' header"
+            " (or 'X-Auth-Token: <token>'); the token may also be an API key."
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
+    return token.strip()

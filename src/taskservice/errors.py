@@ -47,6 +47,14 @@ class CallbackUrlRefused(DomainError):
         self.reason = reason
 
 
+class TooManyApiKeys(DomainError):
+    """The user already has as many API keys as allowed."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"at most {limit} API keys")
+        self.limit = limit
+
+
 class ServiceUnavailable(DomainError):
     """A backing service (database, broker) cannot be reached; the client may retry."""
 

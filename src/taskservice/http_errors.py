@@ -33,6 +33,11 @@ class UnprocessableContent(falcon.HTTPUnprocessableEntity):
         super().__init__(title="Unprocessable content", description=description)
 
 
+class Forbidden(falcon.HTTPForbidden):
+    def __init__(self, description: str):
+        super().__init__(title="Forbidden", description=description)
+
+
 class NotFound(falcon.HTTPNotFound):
     def __init__(self, description: str = "No such resource."):
         super().__init__(title="Not found", description=description)
@@ -133,6 +138,8 @@ def map_domain_error(req, resp, exc, params):
         )
     if isinstance(exc, errors.CallbackUrlRefused):
         raise InvalidRequest(f"'callback_url' is refused: {exc.reason}.")
+    if isinstance(exc, errors.TooManyApiKeys):
+        raise Conflict(f"You have {exc.limit} API keys, the most allowed; revoke one first.")
     if isinstance(exc, errors.ServiceUnavailable):
         # The details (hosts, users, driver messages) go to the log, not to the client.
         log.warning("%s %s: %s", req.method, req.path, exc)

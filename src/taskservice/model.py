@@ -60,6 +60,8 @@ class TaskRequest:
     memory_mb: int
     # Where the result is POSTed once the task ends (taskservice.webhooks); checked already.
     callback_url: str | None = None
+    # Appended to the interpreter's argv after the code file (sys.argv[1:], "$@").
+    arguments: tuple[str, ...] = ()
 
 
 # How long a repeat with the same Idempotency-Key returns the task made the first time.
@@ -142,3 +144,4 @@ class ClaimedTask:
     # When the task was made and when this claim started it: its wait in the queue (metrics).
     created_at: datetime | None = None
     started_at: datetime | None = None
+    arguments: tuple[str, ...] = ()

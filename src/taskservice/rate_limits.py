@@ -53,7 +53,9 @@ AUTH = "auth"
 SUBMIT = "submit"
 READ = "read"
 AUTH_ROUTES = frozenset({"/register", "/login"})
-SUBMIT_ROUTE = "/task"
+# POST /task, and Judge0's submissions: a batch is one request here (its tasks each count
+# against the quota of active tasks).
+SUBMIT_ROUTES = frozenset({"/task", "/judge0/submissions", "/judge0/submissions/batch"})
 UNLIMITED_ROUTES = frozenset({"/ready", "/metrics"})
 KEY_PREFIX = "taskservice:ratelimit"
 # Short: a request waits at most this long for a Redis that does not answer (twice: the count,
@@ -193,7 +195,7 @@ class RateLimitMiddleware:
         if req.method == "POST" and route in AUTH_ROUTES:
             name, identity, whose = AUTH, ("ip", self._client(req)), "address"
         elif user_id is not None:
-            name = SUBMIT if req.method == "POST" and route == SUBMIT_ROUTE else READ
+            name = SUBMIT if req.method == "POST" and route in SUBMIT_ROUTES else READ
             identity, whose = ("user", str(user_id)), "user"
         else:
             name, identity, whose = READ, ("ip", self._client(req)), "address"

@@ -19,7 +19,7 @@ from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import IdempotencyKey, Task, TaskRequest, TaskStatus
 from taskservice.ports import TaskPublisher
 from taskservice.store.retention import RetentionStore
-from taskservice.store.tasks import CancelResult, TaskStore
+from taskservice.store.tasks import AlsoStore, CancelResult, TaskStore
 from taskservice.store.users import User, UserStore
 from taskservice.task_queries import TaskQueries
 from taskservice.webhooks.destinations import DestinationGuard
@@ -93,6 +93,12 @@ def request_fingerprint(request: TaskRequest) -> str:
     for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
+    # Only when there are any, so that the fingerprints stored before arguments existed still
+    # match their repeats.
+    for argument in request.arguments:
+        part = argument.encode()
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
     return digest.hexdigest()
 
 
@@ -123,9 +129,16 @@ class TaskSubmissions:
         self._metrics = metrics
 
     def submit(
-        self, user_id: uuid.UUID, request: TaskRequest, idempotency_key: str | None = None
+        self,
+        user_id: uuid.UUID,
+        request: TaskRequest,
+        idempotency_key: str | None = None,
+        also: AlsoStore | None = None,
     ) -> tuple[Task, bool]:
-        """Store and queue a task; return it and whether it is new (False: an idempotent repeat)."""
+        """Store and queue a task; return it and whether it is new (False: an idempotent repeat).
+
+        ``also`` stores more about the task in the same unit of work (see ``TaskStore.create``).
+        """
         if request.callback_url is not None:
             # Before anything is stored: a URL that may not be called is a 400 (CallbackUrlRefused).
             self._destinations.check(request.callback_url)
@@ -143,6 +156,7 @@ class TaskSubmissions:
                 self._clock(),
                 idempotency,
                 max_active=self._max_active_tasks,
+                also=also,
             )
         except TooManyActiveTasks:
             self._metrics.rate_limited("active_tasks")  # with the rate limits' refusals

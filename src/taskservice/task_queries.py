@@ -89,6 +89,11 @@ class TaskQueries:
         state = self._webhooks.state(task_id)
         return {**body, "callback": state} if state is not None else body
 
+    def state_of(self, task_id: uuid.UUID, fresh: bool = False) -> CachedTask:
+        """The task's entry, its result once final, for a caller that checked the owner
+        already (an event stream, between its reads). ``fresh``: PostgreSQL, not the cache."""
+        return self._entry(task_id, with_result=True, fresh=fresh)
+
     def _entry(self, task_id: uuid.UUID, with_result: bool, fresh: bool = False) -> CachedTask:
         if not fresh:
             cached = self._cache.get(task_id, with_result=with_result)

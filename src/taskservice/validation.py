@@ -127,6 +127,25 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     )
 
 
+API_KEY_NAME_MAX_CHARS = 100
+# As openapi.yaml has it: no control characters (C0, DEL, C1), and one that is not blank.
+API_KEY_NAME_PATTERN = re.compile(
+    r"[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*"
+)
+
+
+def api_key_name(media: Any) -> str:
+    """The body of POST /api-keys: a name for the key, to tell keys apart."""
+    name = _string(require_object(media, {"name"}, {"name"}), "name")
+    if len(name) > API_KEY_NAME_MAX_CHARS or not API_KEY_NAME_PATTERN.fullmatch(name):
+        raise InvalidRequest(
+            f"'name' must be 1 to {API_KEY_NAME_MAX_CHARS} characters, not all blank and"
+            " without control characters."
+        )
+    _utf8(name, "name")
+    return name
+
+
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 
 

@@ -14,7 +14,9 @@ Holding a request holds one of the API's threads (gunicorn's gthread worker), so
 ``max_waiting`` requests of a process wait at once: the rest of its threads stay free for short
 requests, and a request over the cap is answered at once, as if it had not asked to wait (a 202
 with Retry-After). Without the cap a process whose threads all wait still accepts connections
-(and, its threads being idle, wins most of them) and leaves them unanswered. While Redis is up a
+(and, its threads being idle, wins most of them) and leaves them unanswered. Event streams
+(`GET /task/{id}/events`) hold a thread too and take their slot from the same budget (``hold``);
+one over it is refused with a 503. While Redis is up a
 waiter also checks the task every ``recheck_interval`` (the cache first), which bounds the
 wait of one whose signal was never sent (a worker whose write to Redis failed).
 
@@ -118,6 +120,24 @@ class TaskWaits:
                 waiting.discard(woken)
                 if not waiting:
                     del self._waiters[task_id]
+
+    # --- requests held otherwise (event streams), on the same budget ---------------------
+
+    def hold(self) -> bool:
+        """Take a slot for a request that holds its thread by other means (`GET
+        /task/{id}/events`); False: none is free, or the process is stopping. ``release`` it."""
+        return not self._stopped.is_set() and self._slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._slots.release()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, unless the process is stopping (then return at once)."""
+        self._stopped.wait(seconds)
 
     def close(self) -> None:
         """Stop the listener and end every wait now."""

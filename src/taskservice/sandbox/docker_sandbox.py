@@ -282,7 +282,7 @@ class DockerSandbox:
             attach.close()
 
     def _supervise(self, container, job: SandboxJob, attach, sock, started: float) -> RunOutcome:
-        capture = framing.OutputCapture(self._settings.max_output_bytes)
+        capture = framing.OutputCapture(self._settings.max_output_bytes, on_output=job.on_output)
         sampler = MemorySampler(self._client, container.id)
         try:
             sampler.start()

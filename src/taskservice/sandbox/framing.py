@@ -14,6 +14,7 @@ import selectors
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from taskservice.sandbox.outcome import EndedBy
@@ -33,6 +34,9 @@ class OutputCapture:
     """Demultiplexes the attach stream into stdout and stderr, keeping at most ``cap`` each."""
 
     cap: int
+    # Told of each piece of output as it is kept (live output); called on the read loop itself,
+    # so it must return at once.
+    on_output: Callable[[int, bytes], None] | None = None
     buffers: dict[int, bytearray] = field(
         default_factory=lambda: {STDOUT: bytearray(), STDERR: bytearray()}
     )
@@ -53,7 +57,10 @@ class OutputCapture:
             room = self.cap - len(self.buffers[stream])
             if len(payload) > room:
                 self.truncated[stream] = True
-            self.buffers[stream] += payload[: max(room, 0)]
+            kept = payload[: max(room, 0)]
+            self.buffers[stream] += kept
+            if kept and self.on_output is not None:
+                self.on_output(stream, kept)  # a fresh slice: nothing changes it later
 
     @property
     def over_cap(self) -> bool:

@@ -5,14 +5,16 @@ Nothing here talks to Docker, so each option can be asserted without an engine.
 Code and stdin travel *into* the container over the attach socket, as one byte stream: a header
 line with the code's length, the code, then stdin. A tiny bootstrap (PID 2, under docker-init)
 reads exactly that many bytes, writes the code to a file on the container's own tmpfs, and execs
-the interpreter on it with the rest of the stream as the program's stdin. There are no bind
+the interpreter on it (the task's arguments after it) with the rest of the stream as the
+program's stdin. There are no bind
 mounts and no ``put_archive``, so nothing the program plants in its filesystem can make the
 worker read or write a host path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.types
@@ -45,7 +47,9 @@ while remaining:
     os.write(fd, chunk)
     remaining -= len(chunk)
 os.close(fd)
-os.execvp(sys.argv[2], sys.argv[2:] + [sys.argv[1]])
+count = int(sys.argv[2])
+interpreter = sys.argv[3:3 + count]
+os.execvp(interpreter[0], interpreter + [sys.argv[1]] + sys.argv[3 + count:])
 """
 
 SANDBOX_USER = "65534:65534"
@@ -72,6 +76,10 @@ class SandboxJob:
     stdin: bytes
     timeout_seconds: int
     memory_mb: int
+    arguments: tuple[str, ...] = ()
+    # Where output goes as it is read, (stream, bytes) for each piece kept under the cap: the
+    # task's live output. It must return at once (it runs on the read loop).
+    on_output: Callable[[int, bytes], None] | None = field(default=None, compare=False)
 
 
 def encode_input(job: SandboxJob) -> bytes:
@@ -91,7 +99,17 @@ def container_spec(job: SandboxJob, settings: SandboxSettings) -> dict[str, Any]
     )
     return {
         "image": language.image,
-        "command": ["python3", "-c", BOOTSTRAP, f"/tmp/{language.filename}", *language.command],
+        # The bootstrap's argv: the code file, how many words the interpreter's command has,
+        # that command, then the program's own arguments, which go after the code file.
+        "command": [
+            "python3",
+            "-c",
+            BOOTSTRAP,
+            f"/tmp/{language.filename}",
+            str(len(language.command)),
+            *language.command,
+            *job.arguments,
+        ],
         # stdin_open without detach is how the SDK sets StdinOnce: closing our write side of the
         # attach socket then closes the program's stdin.
         "stdin_open": True,

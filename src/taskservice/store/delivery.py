@@ -55,7 +55,7 @@ class ClaimResult(enum.Enum):
     CANCELLED = "cancelled"  # its owner cancelled it while its holder, now gone, ran it
 
 
-_CLAIMED_COLUMNS = f"{TASK_COLUMNS}, code, stdin"
+_CLAIMED_COLUMNS = f"{TASK_COLUMNS}, code, stdin, arguments"
 
 
 class DeliveryStore:
@@ -298,4 +298,5 @@ def _claimed(row) -> ClaimedTask:
         attempt=row["attempts"],
         created_at=row["created_at"],
         started_at=row["started_at"],
+        arguments=tuple(row["arguments"] or ()),
     )

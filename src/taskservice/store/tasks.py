@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import psycopg2.errors
 
@@ -33,6 +35,9 @@ from taskservice.store.rows import (
     task_from_row,
 )
 
+# Stores more about a new task, with the cursor of the unit of work that stores the task.
+AlsoStore = Callable[[Any, uuid.UUID], None]
+
 CANCELLED_BEFORE_RUNNING = "Cancelled by its owner before it ran."
 
 
@@ -55,6 +60,7 @@ class TaskStore:
         now: datetime,
         idempotency: IdempotencyKey | None = None,
         max_active: int | None = None,
+        also: AlsoStore | None = None,
     ) -> tuple[Task, bool]:
         """Store a new `queued` task; return it and True.
 
@@ -62,11 +68,12 @@ class TaskStore:
         and return the task made then and False; the same key for another request raises
         ``IdempotencyKeyReused``. With ``max_active``, a user who already has that many tasks
         queued or running gets ``TooManyActiveTasks`` instead (a repeat is answered still).
+        ``also(cursor, task_id)`` stores more about a new task in the same unit of work.
         """
         for _ in range(2):  # a second pass only after losing a race for the same key
             try:
                 task, created = self._create_once(
-                    task_id, user_id, request, now, idempotency, max_active
+                    task_id, user_id, request, now, idempotency, max_active, also
                 )
             except psycopg2.errors.UniqueViolation:
                 if idempotency is None:
@@ -78,10 +85,10 @@ class TaskStore:
         raise RuntimeError("an idempotency key kept conflicting")  # pragma: no cover
 
     def _create_once(
-        self, task_id, user_id, request, now, idempotency, max_active
+        self, task_id, user_id, request, now, idempotency, max_active, also
     ) -> tuple[Task, bool]:
         # Without a key or a quota the unit is the INSERT alone: no transaction is needed.
-        alone = idempotency is None and max_active is None
+        alone = idempotency is None and max_active is None and also is None
         unit = self._db.statement() if alone else self._db.transaction()
         with unit as cursor:
             if idempotency is not None:
@@ -104,8 +111,8 @@ class TaskStore:
                 _check_quota(cursor, user_id, max_active)
             cursor.execute(
                 "INSERT INTO tasks (id, user_id, language, code, stdin, timeout_seconds,"
-                " memory_mb, status, created_at, callback_url)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " memory_mb, status, created_at, callback_url, arguments)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" RETURNING {TASK_COLUMNS}",
                 (
                     task_id,
@@ -118,6 +125,7 @@ class TaskStore:
                     TaskStatus.QUEUED.value,
                     now,
                     request.callback_url,
+                    list(request.arguments),
                 ),
             )
             task = task_from_row(cursor.fetchone())
@@ -127,6 +135,8 @@ class TaskStore:
                     " created_at) VALUES (%s, %s, %s, %s, %s)",
                     (user_id, idempotency.key, idempotency.request_hash, task_id, now),
                 )
+            if also is not None:
+                also(cursor, task_id)
             return task, True
 
     def usage(self, user_id: uuid.UUID) -> dict[str, int]:

@@ -79,6 +79,7 @@ def run_worker(config: Config) -> None:
         # prometheus_client would do if it found the variable when imported (just below).
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from taskservice.metrics.worker import MetricsServer, WorkerMetrics
+    from taskservice.output_streams import OutputFeeds
     from taskservice.queue import Publisher
     from taskservice.sandbox import DockerSandbox, docker_client
     from taskservice.status_cache import StatusCache, redis_client
@@ -99,16 +100,23 @@ def run_worker(config: Config) -> None:
     # and the cancels.
     db = Database(config.database_url, size=config.worker_concurrency + 4, metrics=metrics)
     # Each committed transition is written through to the status cache right after.
-    cache = StatusCache(
-        redis_client(config.redis_url), config.status_cache_ttl_seconds, metrics=metrics
-    )
+    redis = redis_client(config.redis_url)
+    cache = StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics)
     delivery = DeliveryStore(db, changes=cache)
     registry = WorkerRegistry(db)
     worker_id = uuid.uuid4()
     logs.bind_process(worker_id=str(worker_id))  # on every line this process logs from now on
     tracing.configure(config, "taskservice-worker")  # a no-op unless tracing is on
     shutdown = Shutdown(on_cold_stop=sandbox.kill_all)
-    runner = TaskRunner(config, delivery, sandbox, worker_id, shutdown=shutdown, metrics=metrics)
+    runner = TaskRunner(
+        config,
+        delivery,
+        sandbox,
+        worker_id,
+        shutdown=shutdown,
+        metrics=metrics,
+        outputs=OutputFeeds(redis, metrics=metrics),  # live output for GET /task/{id}/events
+    )
     consumer = Consumer(config, runner, shutdown, metrics=metrics)
     publisher = Publisher(
         config.amqp_url,

@@ -13,6 +13,7 @@ from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
 from taskservice.metrics import NO_METRICS, NoMetrics
 from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
+from taskservice.output_streams import OutputFeed, OutputFeeds
 from taskservice.sandbox import SandboxFailure, SandboxJob, SandboxUnavailable
 from taskservice.store.delivery import ClaimResult, DeliveryStore
 from taskservice.tracing import tracer
@@ -37,8 +38,10 @@ class TaskRunner:
         shutdown: Shutdown | None = None,
         sleep: Callable[[float], object] | None = None,
         metrics: NoMetrics = NO_METRICS,
+        outputs: OutputFeeds | None = None,
     ):
         self._config = config
+        self._outputs = outputs or OutputFeeds(None)
         self._metrics = metrics
         self._delivery = delivery
         self._sandbox = sandbox
@@ -79,8 +82,20 @@ class TaskRunner:
             return self._run_and_store(task)
 
     def _run_and_store(self, task: ClaimedTask) -> str:
+        # Live output, best effort; it is told the attempt ended once the outcome is stored.
+        feed = self._outputs.open(task.id, task.attempt, task.timeout_seconds)
+        ended = False
         try:
-            outcome = self._run(task)
+            status = self._run_and_store_with(task, feed)
+            ended = True
+            return status
+        finally:
+            if feed is not None:
+                feed.close(ended)
+
+    def _run_and_store_with(self, task: ClaimedTask, feed: OutputFeed | None) -> str:
+        try:
+            outcome = self._run(task, feed)
         except Stopping:
             raise
         except Exception as exc:
@@ -142,7 +157,7 @@ class TaskRunner:
             self._sleep(1.0)
             waited += 1.0
 
-    def _run(self, task: ClaimedTask) -> RunOutcome:
+    def _run(self, task: ClaimedTask, feed: OutputFeed | None = None) -> RunOutcome:
         language = self._config.languages.get(task.language)
         if language is None:
             return RunOutcome(
@@ -155,6 +170,8 @@ class TaskRunner:
             stdin=task.stdin,
             timeout_seconds=task.timeout_seconds,
             memory_mb=task.memory_mb,
+            on_output=feed.write if feed is not None else None,
+            arguments=task.arguments,
         )
         backoff = Backoff(first=1.0, limit=30.0)
         last_error: Exception | None = None
