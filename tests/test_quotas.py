@@ -6,18 +6,22 @@ Each test has users of its own; what the API answered is checked from a separate
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import psycopg2
 import pytest
 from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.metrics.api import ApiMetrics
-from taskservice.model import RunOutcome, TaskStatus
+from taskservice.model import IdempotencyKey, RunOutcome, TaskRequest, TaskStatus
+from taskservice.services import request_fingerprint
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
+from taskservice.store.tasks import TaskStore
 from tests.test_api_real_db import committed, logged_in, post
 
 QUOTA = 3
@@ -137,3 +141,73 @@ def test_me_needs_a_token(client):
     response = client.simulate_get("/me")
     assert response.status_code == 401
     assert set(response.json) == {"title", "description"}
+
+
+def wait_until_blocked_on_a_lock(database_url: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not a_backend_waits_on_a_lock(database_url):
+        assert time.monotonic() < deadline, "nothing came to wait on a lock"
+        time.sleep(0.02)
+
+
+def a_backend_waits_on_a_lock(database_url: str) -> bool:
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0] > 0
+    finally:
+        connection.close()
+
+
+def test_a_repeat_waiting_on_the_first_requests_commit_at_the_quotas_edge_is_answered(
+    client, config, database
+):
+    # A client retries while its first request is still in flight, with one task of room left.
+    # The first request's transaction is played by hand and held open; the repeat runs
+    # meanwhile, and must get the first request's task once it commits, not a 429.
+    user_id, headers = logged_in(client)
+    for _ in range(QUOTA - 1):
+        assert post(client, "/task", {"code": "print(1)"}, headers).status_code == 201
+    request = TaskRequest("python", b"print('last')", b"", 5, 128)
+    key = IdempotencyKey("retry-me", request_fingerprint(request))
+    first = psycopg2.connect(config.database_url)
+    first_id = uuid.uuid4()
+    with first.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
+        cursor.execute(
+            "INSERT INTO tasks (id, user_id, language, code, stdin, timeout_seconds, memory_mb,"
+            " status, created_at) VALUES (%s, %s, 'python', %s, '', 5, 128, 'queued', now())",
+            (str(first_id), user_id, request.code),
+        )
+        cursor.execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, task_id, created_at)"
+            " VALUES (%s, %s, %s, %s, now())",
+            (user_id, key.key, key.request_hash, str(first_id)),
+        )
+    answers: list = []
+
+    def repeat() -> None:
+        store = TaskStore(database)
+        try:
+            answers.append(
+                store.create(
+                    uuid.uuid4(), uuid.UUID(user_id), request, datetime.now(UTC), key, QUOTA
+                )
+            )
+        except Exception as exc:
+            answers.append(exc)
+
+    thread = threading.Thread(target=repeat)
+    thread.start()
+    wait_until_blocked_on_a_lock(config.database_url)  # the repeat waits on the first request
+    first.commit()
+    first.close()
+    thread.join(10)
+    (answer,) = answers
+    assert not isinstance(answer, Exception), answer
+    task, created = answer
+    assert (task.id, created) == (first_id, False)

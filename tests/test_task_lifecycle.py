@@ -11,9 +11,11 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskStatus
+from taskservice.sandbox import SandboxUnavailable
 from taskservice.store.db import Database
 from taskservice.store.delivery import ClaimResult, DeliveryStore
 from taskservice.store.workers import WorkerRegistry
+from taskservice.worker.runner import TaskRunner
 from tests.test_api_real_db import committed, logged_in, post
 
 LEASE = 10.0
@@ -187,3 +189,38 @@ def test_cancel_of_an_unknown_or_anothers_task_is_404(client):
         response = client.simulate_post(path, headers=other)
         assert response.status_code == 404, response.text
     assert client.simulate_get(f"/status/{task_id}", headers=owner).json["status"] == "queued"
+
+
+class EngineAway:
+    """A sandbox whose engine fails every start."""
+
+    def __init__(self):
+        self.runs = 0
+
+    def run(self, job):
+        self.runs += 1
+        raise SandboxUnavailable("the engine is away")
+
+    def remove_task_containers(self, task_id: str) -> int:
+        return 0
+
+
+def test_a_task_cancelled_while_the_engine_fails_is_never_started(client, config, database):
+    _, headers = logged_in(client)
+    task_id = uuid.UUID(submit(client, headers))
+    worker = uuid.uuid4()
+    WorkerRegistry(database).heartbeat(worker, "host", 1, LEASE)
+    sandbox = EngineAway()
+
+    def pause(_seconds: float) -> None:
+        # Between the runner's tries: its owner cancels the task meanwhile.
+        cancelled = client.simulate_post(f"/task/{task_id}/cancel", headers=headers)
+        assert cancelled.status_code in (202, 409), cancelled.text
+
+    runner = TaskRunner(
+        replace(config, sandbox_retries=5), DeliveryStore(database), sandbox, worker, sleep=pause
+    )
+    assert runner.handle(task_id) == "cancelled"
+    assert sandbox.runs == 1  # no try after the cancel
+    result = client.simulate_get(f"/result/{task_id}", headers=headers).json
+    assert result["status"] == "cancelled"

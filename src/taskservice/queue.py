@@ -199,6 +199,11 @@ class Publisher:
             tracing.inject(headers)
             self._publish(task_id, headers)
 
+    def publish_again(self, task_id: uuid.UUID, headers: dict | None) -> None:
+        """Publish a message already sent once, with its own headers (its request's id and
+        trace), as ``publish`` does: to the back of the queue (fair share's step aside)."""
+        self._publish(task_id, dict(headers or {}))
+
     def _publish(self, task_id: uuid.UUID, headers: dict) -> None:
         self._start_keepalive()
         body = encode_message(task_id)

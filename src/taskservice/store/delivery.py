@@ -125,8 +125,12 @@ class DeliveryStore:
             elif row["status"] == TaskStatus.QUEUED and should_step_aside(
                 cursor, row["user_id"], row["deferrals"]
             ):
+                # Its message goes out again now: the sweeper's pause between resends counts
+                # from here, so a task that only waits its turn is not taken for one whose
+                # message went missing.
                 cursor.execute(
-                    "UPDATE tasks SET deferrals = deferrals + 1 WHERE id = %s", (task_id,)
+                    "UPDATE tasks SET deferrals = deferrals + 1, requeued_at = now() WHERE id = %s",
+                    (task_id,),
                 )
                 return ClaimResult.DEFERRED, None, None
             if row["cancel_requested"]:
@@ -227,6 +231,16 @@ class DeliveryStore:
                 ),
             )
             return cursor.fetchone()
+
+    def cancel_requested(self, task_id: uuid.UUID) -> bool:
+        """Whether the task's owner has asked to cancel it (the runner asks between tries)."""
+        with self._db.statement() as cursor:
+            cursor.execute(
+                "SELECT cancel_requested_at IS NOT NULL AS asked FROM tasks WHERE id = %s",
+                (task_id,),
+            )
+            row = cursor.fetchone()
+        return bool(row and row["asked"])
 
     def cancels_for(self, worker_id: uuid.UUID) -> list[uuid.UUID]:
         """The tasks this worker runs whose owners have asked to cancel them."""

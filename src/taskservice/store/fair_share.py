@@ -30,7 +30,9 @@ import uuid
 MAX_DEFERRALS = 3
 # Claims decide one at a time (a transaction-scoped advisory lock, held to the claim's commit):
 # two claims at once would both see the same running counts, and both take the busy user's
-# tasks when its last ones end together. A claim holds it for a few milliseconds.
+# tasks when its last ones end together. Every claim of a queued task takes it, up to its
+# commit: claims are serialised for a few milliseconds each, which bounds a whole deployment
+# at a few hundred claims a second, far above what its containers can start.
 _DECIDE_LOCK = 0x7461736B66616972  # "taskfair"
 
 
@@ -45,9 +47,9 @@ def should_step_aside(cursor, owner: uuid.UUID, deferrals: int) -> bool:
     )
     running = cursor.fetchone()["running"]
     if running == 0:
-        return False  # nobody can have fewer: the common case costs one index lookup
+        return False  # nobody can have fewer: one index lookup more, and the lock
     # The users with queued tasks, found one index probe each (a loose index scan: PostgreSQL
-    # has no skip scan of its own), stopping at the first with fewer running than the owner.
+    # has no skip scan of its own), then whether any of them has fewer running than the owner.
     cursor.execute(
         "WITH RECURSIVE waiting(user_id) AS ("
         "  (SELECT user_id FROM tasks WHERE status = 'queued' ORDER BY user_id LIMIT 1)"

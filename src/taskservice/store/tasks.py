@@ -91,6 +91,10 @@ class TaskStore:
         alone = idempotency is None and max_active is None and also is None
         unit = self._db.statement() if alone else self._db.transaction()
         with unit as cursor:
+            if max_active is not None:
+                # First: a repeat that waited here for the first request's commit then finds
+                # its key below, instead of a quota that the first request just used up.
+                _lock_user(cursor, user_id)
             if idempotency is not None:
                 cursor.execute(
                     "DELETE FROM idempotency_keys WHERE user_id = %s AND key = %s"
@@ -262,14 +266,16 @@ class TaskStore:
             )
 
 
-def _check_quota(cursor, user_id: uuid.UUID, max_active: int) -> None:
-    """Raise ``TooManyActiveTasks`` if the user already has ``max_active`` active tasks.
-
-    The user's row is locked first, so a user's submits pass this check one at a time and
-    concurrent ones cannot all see room for one more. (FOR NO KEY UPDATE: the lock that does
-    not block the foreign-key checks of other transactions inserting this user's tasks.)
-    """
+def _lock_user(cursor, user_id: uuid.UUID) -> None:
+    """Hold the user's row until the submit's commit, so a user's submits pass the quota one at
+    a time and concurrent ones cannot all see room for one more. (FOR NO KEY UPDATE: the lock
+    that does not block the foreign-key checks of transactions inserting this user's tasks.)"""
     cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
+
+
+def _check_quota(cursor, user_id: uuid.UUID, max_active: int) -> None:
+    """Raise ``TooManyActiveTasks`` if the user already has ``max_active`` active tasks (the
+    caller holds the user's row: ``_lock_user``)."""
     cursor.execute(
         "SELECT count(*) AS active FROM tasks"
         " WHERE user_id = %s AND status IN ('queued', 'running')",

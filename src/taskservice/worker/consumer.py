@@ -22,6 +22,7 @@ import pika.exceptions
 
 from taskservice import logs, request_ids, tracing
 from taskservice.config import Config
+from taskservice.errors import BrokerUnavailable
 from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
 from taskservice.queue import connection_parameters, declare_topology, decode_message
 from taskservice.store.delivery import ClaimResult
@@ -55,8 +56,12 @@ class Consumer:
         runner: TaskRunner,
         shutdown: Shutdown,
         metrics: NoMetrics = NO_METRICS,
+        republisher=None,
     ):
         self._config = config
+        # Publishes the messages of tasks that step aside (fair share), from this main thread
+        # alone, on connections of its own (queue.Publisher).
+        self._republisher = republisher
         self._metrics = metrics
         self._runner = runner
         self._stop = shutdown.stopping
@@ -106,9 +111,6 @@ class Consumer:
         try:
             channel = connection.channel()
             declare_topology(channel, self._config.queue_name, self._config.dead_letter_max_length)
-            # Confirms for the one thing this channel publishes: a message sent to the back of
-            # the queue (fair share) must be safe with the broker before its old copy is acked.
-            channel.confirm_delivery()
             channel.basic_qos(prefetch_count=self._config.worker_concurrency)
             on_message = functools.partial(self._on_message, connection)
             consumer_tag = channel.basic_consume(self._config.queue_name, on_message)
@@ -171,7 +173,7 @@ class Consumer:
             if result == ClaimResult.MISSING.value:
                 settle = _reject
             elif result == ClaimResult.DEFERRED.value:
-                settle = functools.partial(_send_to_back, self._config.queue_name)
+                settle = functools.partial(_send_to_back, self._republisher, task_id)
             else:
                 settle = _ack
         except Stopping:
@@ -208,27 +210,23 @@ class Consumer:
         settle(deliveries)
 
 
-def _send_to_back(queue_name: str, deliveries: list[Delivery]) -> None:
+def _send_to_back(republisher, task_id: uuid.UUID, deliveries: list[Delivery]) -> None:
     """Publish the message anew, at the back of the queue, then ack every delivery of it.
 
     The new copy is confirmed before the old is acked, so the task always has a message; if
     the broker will not take it, the old one goes back to the queue instead (its task's
-    ``deferrals`` bound makes the next claim run it rather than step aside for ever).
+    ``deferrals`` bound makes the next claim run it rather than step aside for ever). It is
+    published on a connection of its own: RabbitMQ blocks a connection that publishes during a
+    memory or disk alarm, and the consuming one must keep acking finished tasks meanwhile.
     """
     live = [delivery for delivery in deliveries if delivery.channel.is_open]
     if not live:
         return  # their channel closed: the broker has requeued them already
-    first = live[0]
+    headers = getattr(live[0].properties, "headers", None)
     try:
-        first.channel.basic_publish(
-            exchange="",
-            routing_key=queue_name,
-            body=first.body,
-            properties=first.properties,
-            mandatory=True,
-        )
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        log.warning("could not send a message to the back of the queue: %r", exc)
+        republisher.publish_again(task_id, headers)
+    except BrokerUnavailable as exc:
+        log.warning("could not send task %s to the back of the queue: %s", task_id, exc)
         _requeue(live)
         return
     _ack(live)

@@ -117,7 +117,6 @@ def run_worker(config: Config) -> None:
         metrics=metrics,
         outputs=OutputFeeds(redis, metrics=metrics),  # live output for GET /task/{id}/events
     )
-    consumer = Consumer(config, runner, shutdown, metrics=metrics)
     publisher = Publisher(
         config.amqp_url,
         config.queue_name,
@@ -125,6 +124,15 @@ def run_worker(config: Config) -> None:
         metrics=metrics,
         dead_letter_max_length=config.dead_letter_max_length,
     )
+    # The consumer's own: it publishes from the consuming thread, never on that connection.
+    republisher = Publisher(
+        config.amqp_url,
+        config.queue_name,
+        config.broker_timeout_seconds,
+        metrics=metrics,
+        dead_letter_max_length=config.dead_letter_max_length,
+    )
+    consumer = Consumer(config, runner, shutdown, metrics=metrics, republisher=republisher)
     heartbeat = Heartbeat(
         registry, worker_id, config.worker_heartbeat_seconds, config.worker_lease_seconds
     )
@@ -196,6 +204,7 @@ def run_worker(config: Config) -> None:
             registry.leave(worker_id)
         if not background[1].is_alive():  # the sweep's publisher is its thread's alone
             publisher.close()
+        republisher.close()
         db.close()
         webhook_db.close()
         sandbox.close()  # the pool's waiting containers, and those still to remove

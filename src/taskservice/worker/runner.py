@@ -179,6 +179,10 @@ class TaskRunner:
         for attempt in range(1, self._config.sandbox_retries + 1):
             if hard_stop.is_set():
                 raise Stopping()
+            if attempt > 1 and self._cancelled(task):
+                # Cancelled while the engine kept failing: do not start the program after all.
+                # (finish stores `cancelled`, as for any cancel that came first.)
+                return RunOutcome(status=TaskStatus.ERROR, error="Cancelled before it started.")
             try:
                 if task.attempt > 1:
                     self._sandbox.remove_task_containers(job.task_id)
@@ -207,6 +211,12 @@ class TaskRunner:
                 f" {self._config.sandbox_retries} tries: {last_error}"
             ),
         )
+
+    def _cancelled(self, task: ClaimedTask) -> bool:
+        try:
+            return self._delivery.cancel_requested(task.id)
+        except DatabaseUnavailable:
+            return False  # the watcher, or finish, will see it
 
     def _retry_db(self, operation):
         """Keep trying while the database is away: the outcome must be stored before the ack."""
