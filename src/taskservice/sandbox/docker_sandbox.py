@@ -118,7 +118,9 @@ class DockerSandbox:
     def _run(self, job: SandboxJob, pooled: bool) -> RunOutcome:
         began = time.monotonic()
         warm = None
-        if pooled and self._pool is not None:
+        # A waiting container's command is fixed: a task with arguments of its own (they go on
+        # the interpreter's command line) takes the cold path.
+        if pooled and self._pool is not None and not job.arguments:
             with _tracer.start_as_current_span("sandbox.take"):
                 warm = self._pool.take(job.language, job.memory_mb)
         if warm is not None:
