@@ -21,7 +21,7 @@ import psycopg2
 import requests
 
 from taskservice.config import Config
-from taskservice.queue import dead_letter_queue
+from taskservice.queue_topology import dead_letter_queue
 from taskservice.store.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from taskservice.queue import dead_letter_queue, declare_topology
+from taskservice.queue_topology import dead_letter_queue, declare_topology
 
 
 @pytest.fixture
@@ -71,12 +71,12 @@ def test_an_unbounded_dead_letter_queue_from_before_is_used_with_a_warning(
     channel.queue_declare(queue=dead, durable=True)  # as an older version declared it
     channel.basic_publish(exchange="", routing_key=dead, body=b"kept from before")
 
-    with caplog.at_level(logging.WARNING, logger="taskservice.queue"):
+    with caplog.at_level(logging.WARNING, logger="taskservice.queue_topology"):
         declare_topology(channel, queue_name, dead_letter_max_length=5)
         declare_topology(channel, queue_name, dead_letter_max_length=5)  # e.g. a reconnect
 
     assert channel.is_open  # the refused declaration closed a channel of its own
-    warnings = [r.getMessage() for r in caplog.records if r.name == "taskservice.queue"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "taskservice.queue_topology"]
     assert len(warnings) == 1  # once per process, not on every connection
     assert "rabbitmqctl set_policy" in warnings[0] and "x-max-length=5" in warnings[0]
     # The topology works: a rejected message still reaches the old dead-letter queue.

@@ -17,7 +17,7 @@ import pika
 import psycopg2
 import requests
 
-from taskservice.queue import dead_letter_queue
+from taskservice.queue_topology import dead_letter_queue
 from tests.fault_stack import (
     SLOW_TASK,
     status_of,

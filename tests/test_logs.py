@@ -21,7 +21,8 @@ from falcon import testing
 from taskservice import logs, request_ids, tracing
 from taskservice.app import Collaborators, create_app
 from taskservice.config import ConfigError, load_config
-from taskservice.queue import Publisher, declare_topology
+from taskservice.queue import Publisher
+from taskservice.queue_topology import declare_topology
 from tests.service import ROOT
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

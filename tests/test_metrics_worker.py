@@ -20,7 +20,8 @@ from taskservice.errors import DatabaseUnavailable
 from taskservice.metrics.multiprocess import ENVIRONMENT_VARIABLE, MultiprocessDirectory
 from taskservice.metrics.worker import MetricsServer, WorkerMetrics
 from taskservice.model import TaskRequest
-from taskservice.queue import Publisher, declare_topology
+from taskservice.queue import Publisher
+from taskservice.queue_topology import declare_topology
 from taskservice.sandbox import DockerSandbox, SandboxSettings, docker_client
 from taskservice.status_cache import StatusCache, redis_client
 from taskservice.store.db import Database

@@ -392,7 +392,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         ("amqp_url", "AMQP_URL", ("amqp://", "amqps://")),
         ("redis_url", "REDIS_URL", ("redis://", "rediss://", "unix://")),
     ):
-        if not values[name].startswith(schemes):
+        # AMQP_URL may list several brokers, comma-separated: each must be a URL.
+        parts = values[name].split(",") if name == "amqp_url" else [values[name]]
+        if not all(part.strip().startswith(schemes) for part in parts):
             raise ConfigError(f"{url_var} must start with {' or '.join(schemes)}")
     if values["log_format"] not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")

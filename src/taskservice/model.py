@@ -94,6 +94,15 @@ class Task:
 
 
 @dataclass(frozen=True)
+class TaskFile:
+    """A file given to a task (placed in its working directory before it starts), or one it left
+    in ``./out/`` (an artifact). ``name`` is relative: a plain name, or one folder and a name."""
+
+    name: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class RunOutcome:
     """What happened when a task ran (or could not run). Produced by the worker, stored once."""
 
@@ -108,6 +117,10 @@ class RunOutcome:
     oom_killed: bool = False
     signal: str | None = None
     memory_peak_bytes: int | None = None
+    # Files the program left in ./out/, as the sandbox returned them (within the caps), and
+    # whether some were left out for the caps.
+    artifacts: tuple[TaskFile, ...] = ()
+    artifacts_truncated: bool = False
 
 
 class DeletedBy(enum.StrEnum):

@@ -27,8 +27,8 @@ import pika
 import psycopg2
 import redis
 
+from taskservice.broker import connection_parameters
 from taskservice.config import Config
-from taskservice.queue import connection_parameters
 from taskservice.status_cache import redis_client
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from typing import Any
 import docker.types
 
 from taskservice.config import Language
+from taskservice.model import TaskFile
 
 SERVICE_LABEL = "taskservice.role"
 SERVICE_LABEL_VALUE = "sandbox"
@@ -77,6 +78,8 @@ class SandboxJob:
     timeout_seconds: int
     memory_mb: int
     arguments: tuple[str, ...] = ()
+    # Placed in the program's working directory before it starts, beside the code file.
+    files: tuple[TaskFile, ...] = ()
     # Where output goes as it is read, (stream, bytes) for each piece kept under the cap: the
     # task's live output. It must return at once (it runs on the read loop).
     on_output: Callable[[int, bytes], None] | None = field(default=None, compare=False)

@@ -21,10 +21,11 @@ import pika
 import pika.exceptions
 
 from taskservice import logs, request_ids, tracing
+from taskservice.broker import connection_parameters, decode_message
 from taskservice.config import Config
 from taskservice.errors import BrokerUnavailable
 from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
-from taskservice.queue import connection_parameters, declare_topology, decode_message
+from taskservice.queue_topology import declare_topology
 from taskservice.store.delivery import ClaimResult
 from taskservice.worker.backoff import Backoff
 from taskservice.worker.runner import Stopping, TaskRunner

@@ -15,9 +15,9 @@ import threading
 import pika
 import pika.exceptions
 
+from taskservice.broker import connection_parameters
 from taskservice.config import Config
 from taskservice.metrics import BROKER, NoMetrics
-from taskservice.queue import connection_parameters
 
 log = logging.getLogger(__name__)
 
