@@ -134,6 +134,18 @@ def test_the_api_answers_through_nginx(nginx):
     assert_json_error(requests.get(f"{nginx}/metrics", timeout=10), 404)
 
 
+def test_the_playground_page_comes_through_nginx_whole(nginx):
+    """The page, its editor and its policy pass unchanged; its API calls are same-origin."""
+    redirect = requests.get(f"{nginx}/playground", allow_redirects=False, timeout=10)
+    assert redirect.status_code == 301 and redirect.headers["Location"] == "/playground/"
+    page = requests.get(f"{nginx}/playground/", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    editor = requests.get(f"{nginx}/playground/editor.js", timeout=10)
+    assert editor.headers["Content-Type"].startswith("text/javascript")
+    assert editor.content == (ROOT / "static" / "playground" / "editor.js").read_bytes()
+
+
 def test_logins_past_the_burst_get_a_json_429(nginx):
     """One address may try a few logins at once, then one every few seconds: brute force is
     slowed at the edge, before gunicorn spends a bcrypt hash on each guess."""

@@ -9,40 +9,22 @@ without a request to any other host.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 import yaml
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.browser import browser_context, ensure_chromium
 from tests.conftest import TEST_JWT_SECRET
 from tests.service import ROOT, ApiUser, Process, free_port, service_env, wait_for_api
 
-# Only what a fresh, headless, offline run needs: no GPU, no QUIC, and none of the browser's
-# own background traffic (component updates, sync, first-run pages).
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",  # tests run as root, where chromium's sandbox cannot start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
-    subprocess.run([ROOT / "scripts" / "ensure-browser.sh"], check=True)
-    path = shutil.which("chromium")
-    assert path, "scripts/ensure-browser.sh ran but chromium is not on PATH"
-    return path
+    return ensure_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -65,30 +47,9 @@ def service(config, tmp_path_factory):
 def browser_page(chromium_path, service, tmp_path):
     """A page in a fresh profile; every request it makes is recorded, and any to another host
     is refused before it leaves the machine."""
-    own_origin = urlsplit(service)[:2]
     requested: list[str] = []
-
-    def route(route, request):
-        requested.append(request.url)
-        if urlsplit(request.url)[:2] == own_origin:
-            route.continue_()
-        else:
-            route.abort()
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # the fresh --user-data-dir
-            executable_path=chromium_path,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-        )
-        try:
-            context.set_default_timeout(TIMEOUT_MS)
-            context.route("**/*", route)
-            page = context.new_page()
-            yield page, requested
-        finally:
-            context.close()
+    with browser_context(chromium_path, service, tmp_path / "profile", requested) as context:
+        yield context.new_page(), requested
 
 
 def _spec_operations() -> set[tuple[str, str]]:

@@ -13,21 +13,39 @@ function modeFor(language) {
   return [];
 }
 
-// parent: the element to fill; onRun: called on Ctrl-Enter (Cmd-Enter on a Mac).
-export function create(parent, { doc = "", language = "python", onRun = () => {} } = {}) {
+// The page's style sheet does not reach into the shadow root: the editor's size and font.
+const layout = EditorView.theme({
+  "&": { minHeight: "22rem", maxHeight: "70vh", fontSize: "0.9rem" },
+  "&.cm-focused": { outline: "2px solid #b2c7f0" },
+  ".cm-scroller": {
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+    overflow: "auto",
+  },
+  ".cm-content, .cm-gutter": { minHeight: "22rem" },
+});
+
+// host: the element to fill; onRun: called on Ctrl-Enter (Cmd-Enter on a Mac).
+//
+// The editor lives in a shadow root of `host`: there CodeMirror gives its styles to the
+// document as constructed style sheets, where in the document itself it would add a <style>
+// element, which the page's Content-Security-Policy (style-src 'self') refuses.
+export function create(host, { doc = "", language = "python", onRun = () => {} } = {}) {
+  const root = host.attachShadow({ mode: "open" });
   const mode = new Compartment();
   const run = () => {
     onRun();
     return true;
   };
   const view = new EditorView({
-    parent,
+    root,
+    parent: root,
     state: EditorState.create({
       doc,
       extensions: [
         // Above basicSetup's keymap, whose Mod-Enter would insert a blank line.
         Prec.highest(keymap.of([{ key: "Mod-Enter", run }])),
         basicSetup,
+        layout,
         mode.of(modeFor(language)),
         EditorView.lineWrapping,
       ],

@@ -28,12 +28,17 @@ from taskservice.readiness import Readiness
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.api_keys import ApiKeyResource, ApiKeysResource
-from taskservice.resources.docs import OpenApiResource, SwaggerUiResource
+from taskservice.resources.docs import OpenApiResource
 from taskservice.resources.events import TaskEventsResource
 from taskservice.resources.health import HealthResource
 from taskservice.resources.languages import LanguagesResource
 from taskservice.resources.me import MeResource, WebhookSecretResource, account_limits
 from taskservice.resources.ready import ReadyResource
+from taskservice.resources.static_pages import (
+    PLAYGROUND_CSP,
+    SWAGGER_CSP,
+    StaticPageResource,
+)
 from taskservice.resources.task_lifecycle import TaskCancelResource, TaskListResource
 from taskservice.resources.tasks import (
     TaskResource,
@@ -191,7 +196,11 @@ def create_app(
     app.add_error_handler(judge0_errors.Judge0Error, judge0_errors.handle)
 
     openapi = OpenApiResource(docs_root / "openapi.yaml")
-    swagger = SwaggerUiResource(docs_root / "static" / "swagger")
+    static = docs_root / "static"
+    swagger = StaticPageResource(static / "swagger", "/swagger/", SWAGGER_CSP, "Swagger UI")
+    playground = StaticPageResource(
+        static / "playground", "/playground/", PLAYGROUND_CSP, "playground"
+    )
 
     # The route table: every URL the service answers, in one place.
     app.add_route("/", HealthResource())
@@ -228,6 +237,10 @@ def create_app(
     app.add_route("/swagger", swagger, suffix="redirect")
     app.add_route("/swagger/", swagger)
     app.add_route("/swagger/{filename}", swagger)
+    # The playground: a page to write, run and follow code in the browser, on this API.
+    app.add_route("/playground", playground, suffix="redirect")
+    app.add_route("/playground/", playground)
+    app.add_route("/playground/{filename}", playground)
 
     # API keys, and the Judge0-compatible API (taskservice.judge0): its submissions are tasks.
     app.add_route("/api-keys", ApiKeysResource(api_keys))
