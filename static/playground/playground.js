@@ -166,7 +166,7 @@
         ...languages.map((language) => {
           const option = document.createElement("option");
           option.value = language.name;
-          option.textContent = language.version ? `${language.name} (${language.version})` : language.name;
+          option.textContent = language.version ? `${language.name} ${language.version}` : language.name;
           option.title = `time limit ${language.default_timeout} s (max ${language.max_timeout}), memory ${language.default_memory_mb} MiB (max ${language.max_memory_mb})`;
           return option;
         }),
