@@ -1,14 +1,16 @@
 """The playground page at /playground/, used the way a person would, in headless chromium.
 
 Against the real service (API and worker, Docker sandboxes): register and log in on the page,
-write a matplotlib program in the editor, run it with Ctrl-Enter, watch its output stream in,
-see its plot (an artifact fetched with the token and shown from a blob: URL), reload the page
-and get the task back from the list, all without a request to any other host. A screenshot is
-left in tests/artifacts/playground.png for a person to look at.
+write a matplotlib program in the editor, give it stdin and a CSV file (the browser's file
+picker), run it with Ctrl-Enter, watch its output stream in, see its plot (an artifact fetched
+with the token and shown from a blob: URL), reload the page and get the task back, all without
+a request to any other host. A screenshot is left in tests/artifacts/playground.png for a
+person to look at.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 
@@ -23,21 +25,26 @@ SCREENSHOTS = ROOT / "tests" / "artifacts"
 # A cold start of the data image and a first matplotlib import (its font cache) take a while.
 RUN_TIMEOUT_MS = 180_000
 
+# Reads the file given with the page's file picker (pandas) and the stdin typed in the page,
+# and leaves its plot in ./out/.
 PLOT = """\
+import os
 import sys
 
 import matplotlib.pyplot as plt
-import numpy as np
+import pandas as pd
 
 print("MARKER starting", flush=True)
 print("MARKER to stderr", file=sys.stderr, flush=True)
-x = np.linspace(0, 2 * np.pi, 400)
+label = sys.stdin.read().strip()
+table = pd.read_csv("waves.csv")
 fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(x, np.sin(3 * x) * np.exp(-x / 3), label="damped")
+ax.plot(table["x"], table["y"], label=label)
 ax.set_title("MARKER")
 ax.legend()
+os.makedirs("out", exist_ok=True)
 fig.savefig("out/plot.png", dpi=80)
-print("MARKER saved", np.round(np.pi, 3))
+print("MARKER saved", len(table), "rows of", label)
 """
 
 
@@ -91,10 +98,13 @@ def editor_text(page: Page) -> str:
     )
 
 
-def test_log_in_run_a_plot_and_see_it(browser, service):
+def test_log_in_run_a_plot_and_see_it(browser, service, tmp_path):
     page, requested, console = browser
     marker = f"plot-{uuid.uuid4().hex[:8]}"
     code = PLOT.replace("MARKER", marker)
+    csv = tmp_path / "waves.csv"
+    rows = [f"{x / 10},{math.sin(x / 10) * math.exp(-x / 60):.6f}" for x in range(120)]
+    csv.write_text("x,y\n" + "\n".join(rows) + "\n")
 
     page.goto(f"{service}/playground/")
     expect(page.locator("#editor .cm-editor")).to_be_visible()
@@ -110,6 +120,10 @@ def test_log_in_run_a_plot_and_see_it(browser, service):
     page.select_option("#language", "python-data")
     write_code(page, code)
     assert editor_text(page) == code.rstrip("\n") or editor_text(page) == code
+    page.locator("#stdin-box summary").click()
+    page.fill("#stdin", "damped waves\n")
+    page.set_input_files("#files", csv)
+    expect(page.locator("#file-list")).to_have_text(re.compile(r"waves\.csv \(\d"))
     page.locator("#editor .cm-content").press("Control+Enter")
 
     expect(page.locator("#task-id")).to_have_text(re.compile(r"[0-9a-f-]{36}"))
@@ -117,7 +131,9 @@ def test_log_in_run_a_plot_and_see_it(browser, service):
     expect(page.locator("#status")).to_have_attribute(
         "data-status", "succeeded", timeout=RUN_TIMEOUT_MS
     )
-    expect(page.locator("#stdout")).to_have_text(f"{marker} starting\n{marker} saved 3.142\n")
+    expect(page.locator("#stdout")).to_have_text(
+        f"{marker} starting\n{marker} saved 120 rows of damped waves\n"
+    )
     expect(page.locator("#stderr")).to_have_text(f"{marker} to stderr\n")
     # Both came live, as events of the stream, before the stored result replaced them.
     expect(page.locator("#stdout")).to_have_attribute("data-chunks", re.compile(r"^[1-9]"))
@@ -151,6 +167,7 @@ def test_log_in_run_a_plot_and_see_it(browser, service):
     expect(page.locator("#status")).to_have_attribute("data-status", "succeeded")
     expect(page.locator("#language")).to_have_value("python-data")
     expect(page.locator("#stdout")).to_contain_text(f"{marker} saved")
+    expect(page.locator("#stdin")).to_have_value("damped waves\n")
     page.wait_for_function(
         "() => { const img = document.querySelector(\"#images img[data-artifact='plot.png']\");"
         " return img && img.complete && img.naturalWidth > 0; }"

@@ -609,6 +609,7 @@
     $("logout").addEventListener("click", () => {
       signOut(null);
       say("");
+      resetOutput(null);
       history.replaceState(null, "", location.pathname);
     });
     $("language").addEventListener("change", (change) => selectLanguage(change.target.value));
