@@ -47,6 +47,7 @@
     token: sessionStorage.getItem(TOKEN_KEY),
     editor: null,
     language: "python",
+    limits: {}, // GET /languages's entries by name
     files: [], // [{name, content (base64), size}]
     run: null, // {taskId, controller} while a task is followed
     cursor: null, // GET /tasks's next_cursor
@@ -162,6 +163,7 @@
     const select = $("language");
     try {
       const { languages } = await call("GET", "/languages");
+      state.limits = Object.fromEntries(languages.map((language) => [language.name, language]));
       select.replaceChildren(
         ...languages.map((language) => {
           const option = document.createElement("option");
@@ -182,6 +184,13 @@
     const previous = state.language;
     state.language = name;
     $("language").value = name;
+    const limits = state.limits[name];
+    if (limits) {
+      $("timeout").placeholder = String(limits.default_timeout);
+      $("timeout").max = limits.max_timeout;
+      $("memory").placeholder = String(limits.default_memory_mb);
+      $("memory").max = limits.max_memory_mb;
+    }
     state.editor.setLanguage(name);
     const code = state.editor.getCode();
     if (!code.trim() || code === SAMPLES[previous]) state.editor.setCode(SAMPLES[name] ?? "");
@@ -267,6 +276,9 @@
     const body = { code: state.editor.getCode(), language: state.language };
     const stdin = $("stdin").value;
     if (stdin) body.stdin = stdin;
+    // Empty: the language's defaults (GET /languages shows them as the fields' placeholders).
+    if ($("timeout").value) body.timeout = Number($("timeout").value);
+    if ($("memory").value) body.memory_mb = Number($("memory").value);
     if (state.files.length) {
       body.files = state.files.map(({ name, content }) => ({ name, content, encoding: "base64" }));
     }
@@ -579,7 +591,9 @@
         return;
       }
       if (!response.ok) throw await failure(response);
-      await showResult(taskId, await response.json(), controller.signal);
+      const result = await response.json();
+      showLimitsAsked(result);
+      await showResult(taskId, result, controller.signal);
     } catch (error) {
       if (!controller.signal.aborted) say(error.message);
     } finally {
@@ -589,6 +603,14 @@
         $("run").disabled = !state.token;
       }
     }
+  }
+
+  // A re-opened task's limits back in their fields, where they were not the language's defaults.
+  function showLimitsAsked(result) {
+    const defaults = state.limits[state.language] || {};
+    $("timeout").value = result.timeout && result.timeout !== defaults.default_timeout ? result.timeout : "";
+    $("memory").value =
+      result.memory_mb && result.memory_mb !== defaults.default_memory_mb ? result.memory_mb : "";
   }
 
   // --- Start ------------------------------------------------------------------------------
