@@ -16,6 +16,9 @@ EXPECTED_TYPES = {
     "/playground/index.html": "text/html; charset=utf-8",
     "/playground/editor.js": "text/javascript; charset=utf-8",
     "/playground/playground.js": "text/javascript; charset=utf-8",
+    "/playground/api.js": "text/javascript; charset=utf-8",
+    "/playground/task-events.js": "text/javascript; charset=utf-8",
+    "/playground/files-out.js": "text/javascript; charset=utf-8",
     "/playground/playground.css": "text/css; charset=utf-8",
     "/playground/editor.js.LICENSE.txt": "text/plain; charset=utf-8",
 }
@@ -96,3 +99,16 @@ def test_the_page_refers_only_to_its_own_files(client):
         assert client.simulate_get(f"/playground/{url}").status_code == 200
     # The link to the other page of the service.
     assert "/swagger/" in page.urls
+
+
+def test_every_module_the_page_imports_is_served(client):
+    imported, seen = ["playground.js"], set()
+    while imported:
+        name = imported.pop()
+        seen.add(name)
+        response = client.simulate_get(f"/playground/{name}")
+        assert response.status_code == 200, name
+        for module in re.findall(r'^import .* from "\./([\w.-]+)";$', response.text, re.M):
+            if module not in seen:
+                imported.append(module)
+    assert seen == {"playground.js", "api.js", "task-events.js", "files-out.js"}
