@@ -10,7 +10,6 @@ import { FilesOut, byteSize } from "./files-out.js";
 import { follow } from "./task-events.js";
 
 const TOKEN_KEY = "taskservice.playground.token";
-const USER_KEY = "taskservice.playground.username";
 const LIST_PAGE = 20;
 const SAMPLES = {
   python: [
@@ -94,7 +93,6 @@ function signOut(why) {
   stopFollowing();
   session.token = null;
   sessionStorage.removeItem(TOKEN_KEY);
-  sessionStorage.removeItem(USER_KEY);
   showAccount(null);
   if (why) say(why);
 }
@@ -108,7 +106,6 @@ async function logIn(register) {
     const login = await call("POST", "/login", { body: { username, password } });
     session.token = login.token;
     sessionStorage.setItem(TOKEN_KEY, login.token);
-    sessionStorage.setItem(USER_KEY, username);
     $("password").value = "";
     say(register ? `Registered and signed in as ${username}.` : "", "info");
     showAccount(username);
@@ -154,7 +151,9 @@ function selectLanguage(name) {
   }
   state.editor.setLanguage(name);
   const code = state.editor.getCode();
-  if (!code.trim() || code === SAMPLES[previous]) state.editor.setCode(SAMPLES[name] ?? "");
+  if (name !== previous && (!code.trim() || code === SAMPLES[previous])) {
+    state.editor.setCode(SAMPLES[name] ?? "");
+  }
 }
 
 function toBase64(bytes) {
@@ -248,6 +247,8 @@ async function run() {
     const result = await follow(taskId, controller.signal, liveOutput);
     await showResult(taskId, result, controller.signal);
     loadTasks(false);
+    // A worker reports a language's version once it has asked the image: maybe by now.
+    if (Object.values(state.limits).some((language) => !language.version)) loadLanguages();
   } catch (error) {
     if (!controller.signal.aborted) say(error.message);
   } finally {
@@ -456,7 +457,6 @@ async function start() {
     try {
       const me = await call("GET", "/me");
       showAccount(me.username);
-      sessionStorage.setItem(USER_KEY, me.username);
       await loadTasks(false);
       const taskId = currentTaskId();
       if (taskId) reopen(taskId);
