@@ -75,8 +75,8 @@ plt.savefig("/tmp/check.png")
 print(open("/tmp/check.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n")
 PY
   )
-  out=$(sandbox_run "$1" --env MPLBACKEND=Agg --env MPLCONFIGDIR=/tmp/.config/matplotlib \
-    --env XDG_CACHE_HOME=/tmp/.cache --env OPENBLAS_NUM_THREADS=1 -- python3 -c "$check" 2>&1)
+  out=$(sandbox_run "$1" --env=MPLBACKEND=Agg --env=MPLCONFIGDIR=/tmp/.config/matplotlib \
+    --env=XDG_CACHE_HOME=/tmp/.cache --env=OPENBLAS_NUM_THREADS=1 python3 -c "$check" 2>&1)
   [[ $out == True ]] || { log "numpy/pandas/scipy/matplotlib check failed in $1: $out"; return 1; }
 }
 

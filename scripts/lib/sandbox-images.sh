@@ -15,12 +15,11 @@
 
 # The worker runs tasks exactly like this: no network, nobody:nogroup, read-only root, a
 # writable tmpfs on /tmp.
-sandbox_run() { # image-ref [docker-run options... --] command...
+sandbox_run() { # image-ref [--docker-run-option=value]... command...
   local image=$1
   shift
   local options=()
-  while [[ $# -gt 0 && $1 != -- ]]; do options+=("$1"); shift; done
-  [[ ${1:-} == -- ]] && shift
+  while [[ $# -gt 0 && $1 == --* ]]; do options+=("$1"); shift; done
   docker run --rm --network none --user 65534:65534 --read-only \
     --tmpfs /tmp:rw,noexec,nosuid,nodev,size=16m,mode=1777 --env HOME=/tmp \
     ${options[@]+"${options[@]}"} "$image" "$@"
