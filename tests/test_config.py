@@ -269,3 +269,6 @@ def test_python_data_runs_in_the_data_image_with_its_own_memory_default():
 def test_a_language_default_memory_never_passes_the_maximum():
     config = load_config({"TASK_MEMORY_MAX_MB": "300", "TASK_MEMORY_MB": "100"})
     assert config.languages["python-data"].default_memory_mb(config.task_memory_mb) == 300
+    # Nor less than the others' default.
+    config = load_config({"TASK_MEMORY_MB": "700"})
+    assert config.languages["python-data"].default_memory_mb(config.task_memory_mb) == 700

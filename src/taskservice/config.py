@@ -228,7 +228,8 @@ DATA_ENVIRONMENT = (
     ("OMP_NUM_THREADS", "1"),
 )
 # numpy, pandas, scipy and matplotlib imported and a small plot saved peak at ~70 MB (measured
-# in the sandbox): 512 leaves the data most of it.
+# in the sandbox): 512 leaves the data most of it. Never less than TASK_MEMORY_MB, never more than
+# TASK_MEMORY_MAX_MB.
 DATA_MEMORY_MB = 512
 DATA_VERSION_CODE = """\
 import platform, matplotlib, numpy, pandas, scipy
@@ -240,6 +241,7 @@ print(f"{platform.python_version()} (numpy {numpy.__version__}, pandas {pandas._
 def default_languages(
     sandbox_image: str,
     data_image: str = Config.sandbox_data_image,
+    memory_mb: int = Config.task_memory_mb,
     memory_max_mb: int = Config.task_memory_max_mb,
 ) -> dict[str, Language]:
     """The language table. Adding a language is one entry here plus an image that has it."""
@@ -264,7 +266,7 @@ def default_languages(
             command=("python3", "-u"),
             filename="main.py",
             version_code=DATA_VERSION_CODE,
-            memory_mb=min(DATA_MEMORY_MB, memory_max_mb),
+            memory_mb=min(max(DATA_MEMORY_MB, memory_mb), memory_max_mb),
             environment=DATA_ENVIRONMENT,
         ),
     }
@@ -451,7 +453,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     values.update(_abuse_settings(env, defaults))
     values.update(_pool_settings(env, defaults))
     languages = default_languages(
-        values["sandbox_image"], values["sandbox_data_image"], values["task_memory_max_mb"]
+        values["sandbox_image"],
+        values["sandbox_data_image"],
+        values["task_memory_mb"],
+        values["task_memory_max_mb"],
     )
     values["languages"] = languages
     return Config(**values)
