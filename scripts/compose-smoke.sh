@@ -191,10 +191,11 @@ result=$(curl -fsS "$base/result/$TASK_ID" -H "Authorization: Bearer $TOKEN")
   die "task $TASK_ID: expected status succeeded and stdout 42, got: $result"
 ok "register, login, task $TASK_ID printed 42"
 
-# python-data runs in an image of its own, which the worker must find on the same engine.
+# python-data runs in an image of its own, which the worker must find on the same engine. Its
+# imports take seconds on a loaded host: the longest time limit.
 plot='import matplotlib.pyplot as plt, numpy as np\nplt.plot(np.arange(5) ** 2)\nplt.savefig(\"/tmp/p.png\")\nprint(open(\"/tmp/p.png\", \"rb\").read(4)[1:].decode())'
 data_id=$(curl -fsS -X POST "$base/task" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d "{\"language\":\"python-data\",\"code\":\"$plot\"}" | json_field task_id) || die "POST /task (python-data) failed"
+  -d "{\"language\":\"python-data\",\"timeout\":60,\"code\":\"$plot\"}" | json_field task_id) || die "POST /task (python-data) failed"
 status=$(wait_final "$data_id")
 result=$(curl -fsS "$base/result/$data_id" -H "Authorization: Bearer $TOKEN")
 [[ $status == succeeded && $(json_field stdout <<<"$result") == PNG ]] ||
