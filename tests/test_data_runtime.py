@@ -39,7 +39,8 @@ def sandbox(docker_client):
     return DockerSandbox(docker_client, SETTINGS)
 
 
-def data_job(config, code: str, memory_mb=None, timeout=30, language="python-data"):
+# Generous: importing the libraries takes seconds on a loaded machine.
+def data_job(config, code: str, memory_mb=None, timeout=90, language="python-data"):
     chosen = config.languages[language]
     return SandboxJob(
         task_id=f"{RUN_LABEL}-{language}",
