@@ -111,7 +111,12 @@ class Consumer:
             self._connection = connection
         try:
             channel = connection.channel()
-            declare_topology(channel, self._config.queue_name, self._config.dead_letter_max_length)
+            declare_topology(
+                channel,
+                self._config.queue_name,
+                self._config.dead_letter_max_length,
+                self._config.queue_type,
+            )
             channel.basic_qos(prefetch_count=self._config.worker_concurrency)
             on_message = functools.partial(self._on_message, connection)
             consumer_tag = channel.basic_consume(self._config.queue_name, on_message)
