@@ -228,7 +228,9 @@ def _send_to_back(republisher, task_id: uuid.UUID, deliveries: list[Delivery]) -
     live = [delivery for delivery in deliveries if delivery.channel.is_open]
     if not live:
         return  # their channel closed: the broker has requeued them already
-    headers = getattr(live[0].properties, "headers", None)
+    headers = dict(getattr(live[0].properties, "headers", None) or {})
+    # The count a quorum queue adds on delivery is the old message's, not the new one's.
+    headers.pop("x-delivery-count", None)
     try:
         republisher.publish_again(task_id, headers)
     except BrokerUnavailable as exc:
