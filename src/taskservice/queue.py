@@ -60,9 +60,9 @@ class Publisher:
         dead_letter_max_length: int = DEAD_LETTER_MAX_LENGTH,
         queue_type: str = QUORUM,
     ):
-        self._queue_type = queue_type
         self._params = connection_parameters(amqp_url, timeout_seconds, heartbeat_seconds)
         self._dead_letter_max_length = dead_letter_max_length
+        self._queue_type = queue_type
         self._metrics = metrics  # counts each BrokerUnavailable raised here
         self._queue = queue_name
         self._timeout = timeout_seconds
