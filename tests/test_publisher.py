@@ -107,7 +107,7 @@ def test_many_threads_share_one_connection_and_each_gets_its_own_confirm(rabbit)
                 # Returned: its confirm came, so the broker has it now.
                 with sent_lock:
                     sent.append(str(task_id))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=publish_some) for _ in range(16)]

@@ -51,7 +51,7 @@ class ConnectFailed(Exception):
 class OutgoingMessage:
     """One message on its way: what to send, and the future its publisher waits on."""
 
-    __slots__ = ("message_id", "body", "properties", "future", "returned", "abandoned")
+    __slots__ = ("abandoned", "body", "future", "message_id", "properties", "returned")
 
     def __init__(self, body: bytes, properties: pika.BasicProperties):
         self.message_id = properties.message_id
