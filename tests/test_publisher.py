@@ -193,3 +193,43 @@ def test_a_broker_that_is_away_is_broker_unavailable_after_two_tries(caplog):
         assert len(_failed_tries(caplog)) == 2
     finally:
         nowhere.close()
+
+
+def test_a_forked_child_publishes_on_a_connection_of_its_own(config):
+    """gunicorn forks after building the app: a child must not use (or close) its parent's
+    connection, and the parent's must outlive the child."""
+    import os
+
+    queue_name = _queue_name()
+    publisher = Publisher(config.amqp_url, queue_name, 5.0)
+    first, from_child, last = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    try:
+        publisher.publish(first)
+        parents = _connection_of(publisher)
+        pid = os.fork()
+        if pid == 0:  # the child: publish, and say how it went in the exit status
+            code = 1
+            try:
+                publisher.publish(from_child)
+                code = 0 if _connection_of(publisher) is not parents else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        publisher.publish(last)
+        assert _connection_of(publisher) is parents and parents.is_open
+    finally:
+        publisher.close()
+    try:
+        assert _take_messages(config.amqp_url, queue_name) == [
+            str(first),
+            str(from_child),
+            str(last),
+        ]
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
+        channel = connection.channel()
+        for name in (queue_name, f"{queue_name}.dead"):
+            channel.queue_delete(name)
+        channel.exchange_delete(f"{queue_name}.dead")
+        connection.close()
