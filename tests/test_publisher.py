@@ -45,6 +45,18 @@ def _connection_of(publisher: Publisher):
     return None if current is None else current.connection
 
 
+def _delete_queue(url: str, queue_name: str) -> None:
+    """Remove a queue of the shared broker and the dead-letter parts the publisher made."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in (queue_name, f"{queue_name}.dead"):
+            channel.queue_delete(name)
+        channel.exchange_delete(f"{queue_name}.dead")
+    finally:
+        connection.close()
+
+
 def _take_messages(url: str, queue_name: str) -> list[str]:
     """The message ids in the queue, in order; the messages are taken out of it."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -227,9 +239,22 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(config):
             str(last),
         ]
     finally:
-        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
-        channel = connection.channel()
-        for name in (queue_name, f"{queue_name}.dead"):
-            channel.queue_delete(name)
-        channel.exchange_delete(f"{queue_name}.dead")
-        connection.close()
+        _delete_queue(config.amqp_url, queue_name)
+
+
+def test_with_several_brokers_the_first_that_answers_takes_the_messages(config):
+    from tests.service import free_port
+
+    queue_name = _queue_name()
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    publisher = Publisher(f"{nowhere},{config.amqp_url}", queue_name, 2.0)
+    task_id = uuid.uuid4()
+    try:
+        publisher.publish(task_id)
+        assert _connection_of(publisher).params.port == pika.URLParameters(config.amqp_url).port
+    finally:
+        publisher.close()
+    try:
+        assert _take_messages(config.amqp_url, queue_name) == [str(task_id)]
+    finally:
+        _delete_queue(config.amqp_url, queue_name)
