@@ -83,11 +83,13 @@ class PublisherConnection:
         parameters: list[pika.ConnectionParameters],
         queue_name: str,
         dead_letter_max_length: int,
+        queue_type: str,
         thread_name: str,
     ):
         self._parameters = parameters
         self._queue = queue_name
         self._dead_letter_max_length = dead_letter_max_length
+        self._queue_type = queue_type
         self._loop = IOLoop()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._connection: pika.SelectConnection | None = None
@@ -165,7 +167,9 @@ class PublisherConnection:
             # happens once per connection, not per message; nothing else could be sent meanwhile.
             topology = pika.BlockingConnection(self._parameters)
             try:
-                declare_topology(topology.channel(), self._queue, self._dead_letter_max_length)
+                declare_topology(
+                    topology.channel(), self._queue, self._dead_letter_max_length, self._queue_type
+                )
             finally:
                 if topology.is_open:
                     topology.close()

@@ -23,7 +23,7 @@ from taskservice.publisher_connection import (
     PublisherConnection,
     Refused,
 )
-from taskservice.queue_topology import DEAD_LETTER_MAX_LENGTH
+from taskservice.queue_topology import DEAD_LETTER_MAX_LENGTH, QUORUM
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,11 @@ class Publisher:
         heartbeat_seconds: int = 30,
         metrics: NoMetrics = NO_METRICS,
         dead_letter_max_length: int = DEAD_LETTER_MAX_LENGTH,
+        queue_type: str = QUORUM,
     ):
         self._params = connection_parameters(amqp_url, timeout_seconds, heartbeat_seconds)
         self._dead_letter_max_length = dead_letter_max_length
+        self._queue_type = queue_type
         self._metrics = metrics  # counts each BrokerUnavailable raised here
         self._queue = queue_name
         self._timeout = timeout_seconds
@@ -120,6 +122,7 @@ class Publisher:
                     self._params,
                     self._queue,
                     self._dead_letter_max_length,
+                    self._queue_type,
                     thread_name=f"publisher-io {self._queue}",
                 )
                 current.start()
