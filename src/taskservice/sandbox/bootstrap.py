@@ -38,6 +38,7 @@ NAME_SIZE = struct.Struct(">H")
 CONTENT_SIZE = struct.Struct(">Q")
 CHUNK = 65536
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
+WAIT_ALL = 0x40000000  # Linux's __WALL: children made by clone() without SIGCHLD too
 FORWARDED_SIGNALS = (
     "SIGHUP SIGINT SIGQUIT SIGTERM SIGUSR1 SIGUSR2 SIGALRM SIGWINCH SIGCONT SIGTSTP SIGTTIN SIGTTOU"
 )
@@ -232,7 +233,7 @@ def end_everything_else(subreaper):
             time.sleep(0.001)
             continue
         try:
-            os.waitpid(-1, 0)
+            os.waitpid(-1, WAIT_ALL)
         except ChildProcessError:
             return
 
@@ -283,7 +284,7 @@ def main():
     except OSError as error:
         fail(f"cannot run {command[0]}: {error.strerror}")
     while True:
-        pid, status = os.waitpid(-1, 0)  # orphans of the program come here too
+        pid, status = os.waitpid(-1, WAIT_ALL)  # orphans of the program come here too
         if pid == child:
             break
     child = -1  # ended: signals from now on are ignored
