@@ -28,11 +28,12 @@ class Runner:
         settings = {"max_output_bytes": OUTPUT_CAP, **settings}
         self.sandbox = DockerSandbox(docker_client, SandboxSettings(**settings), pool=self.pool)
         if self.pool is not None:  # the first run of a language finds none, and fills the pool
-            for language in ("python", "bash"):
-                warm_up = SandboxJob("warm-up", config.languages[language], b"", b"", 10, 128)
-                self.sandbox.run(warm_up)
+            for name in ("python", "bash", "python-data"):
+                language = config.languages[name]
+                memory_mb = language.default_memory_mb(128)
+                self.sandbox.run(SandboxJob("warm-up", language, b"", b"", 30, memory_mb))
 
-    def __call__(self, code: str, files=(), language="python", timeout=10, **job):
+    def __call__(self, code: str, files=(), language="python", timeout=10, memory_mb=128, **job):
         waiting = self._wait_for_pool(language)
         outcome = self.sandbox.run(
             SandboxJob(
@@ -41,7 +42,7 @@ class Runner:
                 code=code.encode(),
                 stdin=b"",
                 timeout_seconds=timeout,
-                memory_mb=128,
+                memory_mb=memory_mb,
                 files=tuple(files),
                 **job,
             )
@@ -246,6 +247,27 @@ def test_a_program_forging_the_framing_spoils_only_its_own_output(run):
     assert outcome.stdout.endswith(b"F\xff\xff" + b"x" * 100)
     assert outcome.artifacts == (TaskFile("real.txt", b"real"),)
     assert not outcome.artifacts_truncated
+
+
+def test_a_plot_drawn_from_a_csv_comes_back_byte_exact(run, config):
+    code = (
+        "import hashlib\n"
+        "import pandas as pd\n"
+        "import matplotlib.pyplot as plt\n"
+        "sales = pd.read_csv('data/sales.csv')\n"
+        "sales.plot.bar(x='month', y='sales').figure.savefig('out/sales.png')\n"
+        "drawn = open('out/sales.png', 'rb').read()\n"
+        "print(sales['sales'].sum(), hashlib.sha256(drawn).hexdigest())\n"
+    )
+    csv = TaskFile("data/sales.csv", b"month,sales\nJan,12\nFeb,17\nMar,9\n")
+    memory_mb = config.languages["python-data"].default_memory_mb(128)
+    outcome = run(code, [csv], language="python-data", timeout=60, memory_mb=memory_mb)
+    assert outcome.status is TaskStatus.SUCCEEDED, outcome.stderr
+    total, digest = outcome.stdout.decode().split()
+    assert total == "38"
+    (plot,) = outcome.artifacts
+    assert plot.name == "sales.png" and plot.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert hashlib.sha256(plot.content).hexdigest() == digest
 
 
 # --- what the bootstrap changes nothing of ------------------------------------------------------
