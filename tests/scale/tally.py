@@ -1,0 +1,162 @@
+"""The scale test's tally: what became of every accepted task, read from PostgreSQL, the
+workers' logs and the Docker engine's events, and how long each fault took to heal.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg2
+
+from taskservice.sandbox.pool import TASK_NAME_PREFIX
+
+FINAL = {"succeeded", "failed", "timed_out", "error", "cancelled"}
+# The worker's line for an attempt's outcome: "task <id> attempt <n>: <status>[ (not stored...)]"
+OUTCOME_LINE = re.compile(r"task ([0-9a-f-]{36}) attempt (\d+): (\w+)(.*)$")
+
+
+@dataclass
+class Fault:
+    name: str
+    at: float  # time.time() when it was caused
+    detail: str = ""
+    held: list[str] = field(default_factory=list)  # tasks a cut-off worker was running
+
+
+class SandboxWatch:
+    """The engine's sandbox creations, watched live (it keeps only its last few hundred events):
+    a cold sandbox is created for its task, a pooled one renamed after it when taken."""
+
+    def __init__(self, docker_client):
+        self._events = docker_client.events(
+            since=int(time.time()),
+            filters={
+                "type": "container",
+                "event": ["create", "rename"],
+                "label": "taskservice.role=sandbox",
+            },
+            decode=True,
+        )
+        self.seen: list[dict] = []
+        self._thread = threading.Thread(
+            target=lambda: self.seen.extend(self._events), name="sandbox-watch", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> list[tuple[str, float]]:
+        """(task id, seconds since the epoch) of each sandbox made for a task."""
+        self._events.close()
+        self._thread.join(timeout=10)
+        starts = []
+        for event in self.seen:
+            attributes = event["Actor"]["Attributes"]
+            task_id = attributes.get("taskservice.task_id", "")
+            if event.get("Action") == "rename":
+                name = attributes.get("name", "").lstrip("/")  # prefix, task id, "-", 8 hex
+                task_id = (
+                    name[len(TASK_NAME_PREFIX) : -9] if name.startswith(TASK_NAME_PREFIX) else ""
+                )
+            if task_id:
+                starts.append((task_id, event["timeNano"] / 1e9))
+        return starts
+
+
+def task_containers_left(docker_client, task_ids: set[str]) -> list[str]:
+    """Sandbox containers of these tasks still there: a cold one carries its task's label, a
+    pooled one its task's name."""
+    return [
+        summary["Id"][:12]
+        for summary in docker_client.api.containers(
+            all=True, filters={"label": "taskservice.role=sandbox"}
+        )
+        if (summary.get("Labels") or {}).get("taskservice.task_id") in task_ids
+        or any(t in name for name in summary["Names"] for t in task_ids)
+    ]
+
+
+def task_rows(database_url: str, task_ids: list[str]) -> dict[str, dict]:
+    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT id::text, status, attempts, stdout, finished_at FROM tasks"
+            " WHERE id = ANY(%s::uuid[])",
+            (task_ids,),
+        )
+        return {
+            row[0]: {"status": row[1], "attempts": row[2], "stdout": row[3], "finished_at": row[4]}
+            for row in cursor.fetchall()
+        }
+
+
+def wait_until_final(database_url: str, task_ids: list[str], within: float) -> dict[str, dict]:
+    deadline = time.monotonic() + within
+    while True:
+        rows = task_rows(database_url, task_ids)
+        if all(rows.get(t, {}).get("status") in FINAL for t in task_ids):
+            return rows
+        if time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
+def outcome_lines(worker_logs: list[str]) -> tuple[collections.Counter, list[list[str]]]:
+    """(stored outcomes per task, and per worker the tasks whose outcome was refused)."""
+    stored: collections.Counter = collections.Counter()
+    refused = []
+    for log in worker_logs:
+        mine = []
+        for line in log.splitlines():
+            match = OUTCOME_LINE.search(line)
+            if match is None:
+                continue
+            if "not stored" in match.group(4):
+                mine.append(match.group(1))
+            else:
+                stored[match.group(1)] += 1
+        refused.append(mine)
+    return stored, refused
+
+
+def heal_seconds(fault: Fault, rows: dict[str, dict]) -> float | None:
+    """Seconds from the fault to the first task completed after it."""
+    after = [
+        row["finished_at"].timestamp()
+        for row in rows.values()
+        if row["finished_at"] is not None and row["finished_at"].timestamp() > fault.at
+    ]
+    return round(min(after) - fault.at, 2) if after else None
+
+
+@dataclass
+class Tally:
+    accepted: int
+    by_status: dict[str, int]
+    not_final: list[str]
+    wrong_output: list[str]
+    stored_not_once: dict[str, int]
+    late_runs: list[str]
+    refused_late: int
+    refused_of_cut: int
+    containers_left: list[str]
+    heal: dict[str, float | None]
+    redelivered: int
+    answers: dict
+
+    def lines(self) -> list[str]:
+        return [
+            f"accepted {self.accepted}; final {self.by_status}; not final {len(self.not_final)}",
+            f"stored outcomes not exactly one: {len(self.stored_not_once)};"
+            f" output not its own: {len(self.wrong_output)};"
+            f" run after final: {len(self.late_runs)}",
+            f"tasks run more than once (attempts > 1): {self.redelivered};"
+            f" late outcomes refused: {self.refused_late}"
+            f" (of the cut-off worker: {self.refused_of_cut})",
+            f"sandbox containers left: {len(self.containers_left)}",
+            "heal, seconds to the first task completed after each fault: "
+            + ", ".join(f"{name} {seconds}" for name, seconds in self.heal.items()),
+            f"answers to submissions: {self.answers}",
+        ]
