@@ -121,14 +121,16 @@ def outcome_lines(worker_logs: list[str]) -> tuple[collections.Counter, list[lis
     return stored, refused
 
 
-def heal_seconds(fault: Fault, rows: dict[str, dict]) -> float | None:
-    """Seconds from the fault to the first task completed after it."""
+def heal_seconds(fault: Fault, rows: dict[str, dict], accepted_at: dict[str, float]) -> float:
+    """Seconds from the fault to the first task completed after it that was also submitted
+    (answered 201) after it: a whole task through API, broker, worker and database again."""
     after = [
-        row["finished_at"].timestamp()
-        for row in rows.values()
-        if row["finished_at"] is not None and row["finished_at"].timestamp() > fault.at
+        rows[task_id]["finished_at"].timestamp()
+        for task_id, at in accepted_at.items()
+        if at > fault.at and rows[task_id]["finished_at"] is not None
     ]
-    return round(min(after) - fault.at, 2) if after else None
+    assert after, f"no task submitted after the {fault.name} fault completed"
+    return round(min(after) - fault.at, 2)
 
 
 @dataclass
@@ -142,7 +144,7 @@ class Tally:
     refused_late: int
     refused_of_cut: int
     containers_left: list[str]
-    heal: dict[str, float | None]
+    heal: dict[str, float]
     redelivered: int
     answers: dict
 
@@ -156,7 +158,7 @@ class Tally:
             f" late outcomes refused: {self.refused_late}"
             f" (of the cut-off worker: {self.refused_of_cut})",
             f"sandbox containers left: {len(self.containers_left)}",
-            "heal, seconds to the first task completed after each fault: "
+            "heal, seconds from each fault to the first task submitted and completed after it: "
             + ", ".join(f"{name} {seconds}" for name, seconds in self.heal.items()),
             f"answers to submissions: {self.answers}",
         ]
