@@ -108,3 +108,18 @@ class Load:
     def _count(self, answer) -> None:
         with self._lock:
             self.answers[answer] += 1
+
+    def unseen_by_owners(self, final: set[str]) -> list[str]:
+        """The accepted tasks whose owner, asking through nginx, does not see them with one of
+        the ``final`` statuses. Paced under nginx's per-address request rate."""
+        owners = {user.name: user for user in self.users}
+        unseen = []
+        for submitted in self.accepted.values():
+            time.sleep(1 / 30)
+            owner = owners[submitted.user]
+            response = requests.get(
+                f"{self.base}/status/{submitted.task_id}", headers=owner.headers, timeout=30
+            )
+            if response.status_code != 200 or response.json()["status"] not in final:
+                unseen.append(f"{submitted.task_id}: {response.status_code} {response.text[:100]}")
+        return unseen

@@ -25,7 +25,8 @@ class Fault:
     name: str
     at: float  # time.time() when it was caused
     detail: str = ""
-    held: list[str] = field(default_factory=list)  # tasks a cut-off worker was running
+    host: str = ""  # the namespace of the worker host it cut off
+    held: list[str] = field(default_factory=list)  # tasks that worker was running then
 
 
 class SandboxWatch:
@@ -121,16 +122,20 @@ def outcome_lines(worker_logs: list[str]) -> tuple[collections.Counter, list[lis
     return stored, refused
 
 
-def heal_seconds(fault: Fault, rows: dict[str, dict], accepted_at: dict[str, float]) -> float:
-    """Seconds from the fault to the first task completed after it that was also submitted
-    (answered 201) after it: a whole task through API, broker, worker and database again."""
-    after = [
-        rows[task_id]["finished_at"].timestamp()
-        for task_id, at in accepted_at.items()
-        if at > fault.at and rows[task_id]["finished_at"] is not None
-    ]
-    assert after, f"no task submitted after the {fault.name} fault completed"
-    return round(min(after) - fault.at, 2)
+def heal_seconds(
+    fault: Fault, rows: dict[str, dict], accepted_at: dict[str, float]
+) -> tuple[float, float]:
+    """Seconds from the fault to the first task completed after it, and to the first completed
+    of those submitted (answered 201) after it: a whole task through API, broker, worker and
+    database again (which includes any backlog the fault left in the queue)."""
+    completed = {
+        task_id: row["finished_at"].timestamp()
+        for task_id, row in rows.items()
+        if row["finished_at"] is not None and row["finished_at"].timestamp() > fault.at
+    }
+    submitted = [at for task_id, at in completed.items() if accepted_at[task_id] > fault.at]
+    assert submitted, f"no task submitted after the {fault.name} fault completed"
+    return round(min(completed.values()) - fault.at, 2), round(min(submitted) - fault.at, 2)
 
 
 @dataclass
@@ -144,7 +149,8 @@ class Tally:
     refused_late: int
     refused_of_cut: int
     containers_left: list[str]
-    heal: dict[str, float]
+    heal: dict[str, tuple[float, float]]
+    takeover: float | None  # seconds from the cut to the last of its held tasks done elsewhere
     redelivered: int
     answers: dict
 
@@ -158,7 +164,57 @@ class Tally:
             f" late outcomes refused: {self.refused_late}"
             f" (of the cut-off worker: {self.refused_of_cut})",
             f"sandbox containers left: {len(self.containers_left)}",
-            "heal, seconds from each fault to the first task submitted and completed after it: "
-            + ", ".join(f"{name} {seconds}" for name, seconds in self.heal.items()),
+            "heal, seconds from each fault to the first task completed after it / to the first"
+            " completed of those submitted after it: "
+            + ", ".join(f"{name} {first} / {new}" for name, (first, new) in self.heal.items()),
+            f"cut: its running tasks done elsewhere {self.takeover} s after the cut",
             f"answers to submissions: {self.answers}",
         ]
+
+
+def count(
+    faults: list[Fault],
+    rows: dict[str, dict],
+    expected: dict[str, str],
+    accepted_at: dict[str, float],
+    sandbox_starts: list[tuple[str, float]],
+    worker_logs: dict[str, str],
+    containers_left: list[str],
+    answers: dict,
+) -> Tally:
+    """The tally of a run: ``expected`` maps each accepted task to the stdout it must leave,
+    ``worker_logs`` each worker host's namespace to its worker's log."""
+    accepted = list(expected)
+    stored, refused = outcome_lines(list(worker_logs.values()))
+    refused_by_host = dict(zip(worker_logs, refused, strict=True))
+    heal = {fault.name: heal_seconds(fault, rows, accepted_at) for fault in faults}
+    takeover = None
+    for fault in faults:
+        ends = [rows[t]["finished_at"] for t in fault.held]
+        if ends and None not in ends:
+            takeover = round(max(end.timestamp() for end in ends) - fault.at, 2)
+    return Tally(
+        accepted=len(accepted),
+        by_status=dict(collections.Counter(rows[t]["status"] for t in accepted)),
+        not_final=[t for t in accepted if rows.get(t, {}).get("status") not in FINAL],
+        wrong_output=[
+            t
+            for t in accepted
+            if rows[t]["status"] == "succeeded" and bytes(rows[t]["stdout"]).decode() != expected[t]
+        ],
+        stored_not_once={t: stored[t] for t in accepted if stored[t] != 1},
+        late_runs=[
+            t
+            for t, at in sandbox_starts
+            if t in rows
+            and rows[t]["finished_at"] is not None
+            and at > rows[t]["finished_at"].timestamp() + 0.05
+        ],
+        refused_late=sum(len(r) for r in refused),
+        refused_of_cut=sum(len(refused_by_host.get(f.host, [])) for f in faults),
+        containers_left=containers_left,
+        heal=heal,
+        takeover=takeover,
+        redelivered=sum(1 for t in accepted if rows[t]["attempts"] > 1),
+        answers=answers,
+    )
