@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 
-.PHONY: run test chaos scale-test bench bench-events fuzz lint format prepare venv services docker image browser promtool nginx migrate compose-test clean
+.PHONY: run test chaos bench bench-events fuzz lint format prepare venv services docker image browser promtool nginx migrate compose-test clean
 
 run: prepare
 	@scripts/run.sh
@@ -74,6 +74,7 @@ chaos: venv services docker image
 # Many hosts on one machine (network namespaces, a 3-node RabbitMQ cluster, 2 API replicas
 # behind nginx) through a broker node stop, a worker host cut off, an API replica killed and a
 # PostgreSQL restart; prints the tally. Root; about 5 minutes. `make test` runs a small version.
+.PHONY: scale-test
 scale-test: venv services docker image nginx
 	SCALE_TASKS=$${SCALE_TASKS:-500} SCALE_WORKERS=$${SCALE_WORKERS:-3} SCALE_RATE=$${SCALE_RATE:-2.5} \
 	  SCALE_FAULTS=$${SCALE_FAULTS:-node,cut,api,postgres} $(BIN)/pytest -q -s tests/test_scale.py
