@@ -162,6 +162,11 @@ def create_app(
         memory_max_mb=config.task_memory_max_mb,
         max_code_bytes=config.max_code_bytes,
         max_stdin_bytes=config.max_stdin_bytes,
+        language_memory_mb={
+            name: language.memory_mb
+            for name, language in config.languages.items()
+            if language.memory_mb is not None
+        },
     )
 
     api_keys = ApiKeys(ApiKeyStore(collaborators.db), collaborators.clock, collaborators.new_id)
