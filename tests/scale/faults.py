@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 
 import psycopg2
@@ -20,22 +21,25 @@ from tests.scale.tally import Fault
 NAMES = ("node", "cut", "api", "postgres")
 NODE_DOWN_SECONDS = 10
 CUT_SECONDS = 4 * LEASE_SECONDS
+PAUSE = re.compile(rb"time\.sleep\((\d+)\)")
 
 
 def running_by_pid(database_url: str) -> dict[int, list[str]]:
-    """The tasks that pause (``load.task_code``) running now, by their worker's pid: those are
-    still running a moment later, when the link is cut. Only tasks that never stepped aside
-    for another user's: the sweeper sends such a task anew as soon as its holder's lease has
-    run out (one that stepped aside waits a minute more), so its takeover, and the refusal of
-    the cut-off worker's late outcome, come while the link is still cut."""
+    """The tasks running now with a second of their pause (``load.task_code``) still to go,
+    by their worker's pid: those are still running when the link is cut. Only tasks that never
+    stepped aside for another user's: the sweeper sends such a task anew as soon as its
+    holder's lease has run out (one that stepped aside waits a minute more), so its takeover,
+    and the refusal of the cut-off worker's late outcome, come while the link is still cut."""
     with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cursor:
         cursor.execute(
-            "SELECT w.pid, t.id::text, t.code FROM tasks t JOIN workers w ON w.id = t.claimed_by"
+            "SELECT w.pid, t.id::text, t.code, extract(epoch FROM now() - t.started_at)"
+            " FROM tasks t JOIN workers w ON w.id = t.claimed_by"
             " WHERE t.status = 'running' AND t.requeued_at IS NULL"
         )
         held: dict[int, list[str]] = {}
-        for pid, task_id, code in cursor.fetchall():
-            if b"time.sleep(0)" not in bytes(code):
+        for pid, task_id, code, running_for in cursor.fetchall():
+            pause = PAUSE.search(bytes(code))
+            if pause and int(pause.group(1)) - float(running_for) >= 1.0:
                 held.setdefault(pid, []).append(task_id)
     return held
 
@@ -65,7 +69,7 @@ def cut_a_busy_worker(stack: Deployment) -> Fault:
     fault = Fault("cut", time.time(), f"cut {host.namespace}", host.namespace, held[worker.pid])
     time.sleep(CUT_SECONDS)
     host.restore()
-    fault.detail += f" for {CUT_SECONDS:.0f} s, holding {len(fault.held)} running tasks"
+    fault.detail += f" for {CUT_SECONDS:.0f} s, holding {len(fault.held)} tasks in their pause"
     return fault
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import re
 import threading
 import time
@@ -151,6 +152,7 @@ class Tally:
     containers_left: list[str]
     heal: dict[str, tuple[float, float]]
     takeover: float | None  # seconds from the cut to the last of its held tasks done elsewhere
+    longest_pause: float  # the longest time without a task completed, from first to last
     redelivered: int
     answers: dict
 
@@ -167,9 +169,15 @@ class Tally:
             "heal, seconds from each fault to the first task completed after it / to the first"
             " completed of those submitted after it: "
             + ", ".join(f"{name} {first} / {new}" for name, (first, new) in self.heal.items()),
-            f"cut: its running tasks done elsewhere {self.takeover} s after the cut",
+            f"cut: its running tasks done elsewhere {self.takeover} s after the cut;"
+            f" longest time without a task completed: {self.longest_pause} s",
             f"answers to submissions: {self.answers}",
         ]
+
+
+def longest_pause(rows: dict[str, dict]) -> float:
+    ends = sorted(row["finished_at"].timestamp() for row in rows.values() if row["finished_at"])
+    return round(max((b - a for a, b in itertools.pairwise(ends)), default=0.0), 2)
 
 
 def count(
@@ -215,6 +223,7 @@ def count(
         containers_left=containers_left,
         heal=heal,
         takeover=takeover,
+        longest_pause=longest_pause(rows),
         redelivered=sum(1 for t in accepted if rows[t]["attempts"] > 1),
         answers=answers,
     )
