@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import limits
 
@@ -157,6 +158,9 @@ class Config:
     # One waiting longer than the maximum age is replaced.
     sandbox_pool_size: int = 2
     sandbox_pool_max_age_seconds: int = 300
+    # --- Several hosts (taskservice.queue_topology, taskservice.broker) ---
+    # The queues' type: "quorum" (replicated on a RabbitMQ cluster's nodes) or "classic".
+    queue_type: str = "quorum"
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
@@ -452,6 +456,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             )
     values.update(_abuse_settings(env, defaults))
     values.update(_pool_settings(env, defaults))
+    values.update(_broker_settings(env, defaults, values["amqp_url"]))
     languages = default_languages(
         values["sandbox_image"],
         values["sandbox_data_image"],
@@ -473,6 +478,30 @@ def _pool_settings(env: Mapping[str, str], defaults: Config) -> dict:
     _in_range("SANDBOX_POOL_SIZE", size, 0, 64)
     _in_range("SANDBOX_POOL_MAX_AGE_SECONDS", max_age, 1, 86400)
     return {"sandbox_pool_size": size, "sandbox_pool_max_age_seconds": max_age}
+
+
+# --- Several hosts ---------------------------------------------------------------------------
+
+
+def _broker_settings(env: Mapping[str, str], defaults: Config, amqp_url: str) -> dict:
+    queue_type = _parse(env, "QUEUE_TYPE", str, defaults.queue_type).lower()
+    if queue_type not in ("classic", "quorum"):
+        raise ConfigError(f"QUEUE_TYPE={queue_type!r} must be classic or quorum")
+    # AMQP_URL: one broker, or the nodes of a cluster separated by commas. Each must name a
+    # host (and a valid port); the message names an address by its place and host alone, as
+    # the URL may hold a password.
+    addresses = [part.strip() for part in amqp_url.split(",")]
+    for place, address in enumerate(addresses, start=1):
+        try:
+            parts = urlsplit(address)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError:
+            raise ConfigError(f"AMQP_URL: address {place} has an invalid port") from None
+        if not parts.hostname:
+            raise ConfigError(f"AMQP_URL: address {place} names no host")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("AMQP_URL lists the same address twice")
+    return {"queue_type": queue_type}
 
 
 # --- Rate limits, client addresses, CORS ------------------------------------------------------
