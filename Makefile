@@ -76,6 +76,14 @@ migrate: venv services
 chaos: venv services docker image
 	CHAOS_TASKS=$${CHAOS_TASKS:-300} $(BIN)/pytest -q -s tests/test_chaos.py
 
+# Many hosts on one machine (network namespaces, a 3-node RabbitMQ cluster, 2 API replicas
+# behind nginx) through a broker node stop, a worker host cut off, an API replica killed and a
+# PostgreSQL restart; prints the tally. Root; about 5 minutes. `make test` runs a small version.
+.PHONY: scale-test
+scale-test: venv services docker image nginx
+	SCALE_TASKS=$${SCALE_TASKS:-500} SCALE_WORKERS=$${SCALE_WORKERS:-3} SCALE_RATE=$${SCALE_RATE:-2.5} \
+	  SCALE_FAULTS=$${SCALE_FAULTS:-node,cut,api,postgres} $(BIN)/pytest -q -s tests/test_scale.py
+
 # The service against the sandbox's own cost, side by side (bench/*.py); a few minutes.
 # Figures go to bench/results/*.json; BENCH_* variables size the runs (see each script).
 bench: venv services docker image

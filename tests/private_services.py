@@ -103,14 +103,20 @@ def _postgres_bin(name: str) -> str:
 class PrivatePostgres:
     """A PostgreSQL cluster of its own in a temporary directory, run as the postgres user."""
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: tuple[str, ...] = (), parent: Path | None = None) -> None:
+        """``addresses``: where it listens besides loopback, trusting its own subnets there;
+        ``parent``: the directory its own is made in (the system's temporary one by default)."""
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="taskservice-postgres-"))
+        self.addresses = ",".join(["127.0.0.1", *addresses])
+        self.dir = Path(tempfile.mkdtemp(prefix="taskservice-postgres-", dir=parent))
         shutil.chown(self.dir, "postgres", "postgres")
         self.data = self.dir / "data"
         self._as_postgres(
             _postgres_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"
         )
+        if addresses:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
 
     def _as_postgres(self, *command: str) -> None:
         subprocess.run(
@@ -121,7 +127,7 @@ class PrivatePostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses={self.addresses} -c fsync=off"
         pg_ctl = _postgres_bin("pg_ctl")
         log = str(self.dir / "log")
         self._as_postgres(pg_ctl, "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
@@ -151,9 +157,16 @@ class PrivateRedis:
     The helper speaks RESP over a plain socket, so that it works whatever the client library.
     """
 
-    def __init__(self, maxmemory: str | None = None, policy: str = "noeviction") -> None:
+    def __init__(
+        self,
+        maxmemory: str | None = None,
+        policy: str = "noeviction",
+        addresses: tuple[str, ...] = (),
+        parent: Path | None = None,
+    ) -> None:
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="taskservice-redis-"))
+        self.addresses = ["127.0.0.1", *addresses]  # where it listens
+        self.dir = Path(tempfile.mkdtemp(prefix="taskservice-redis-", dir=parent))
         self.maxmemory = maxmemory
         self.policy = policy
         self._process: subprocess.Popen[bytes] | None = None
@@ -165,6 +178,10 @@ class PrivateRedis:
     @property
     def log_file(self) -> Path:
         return self.dir / "redis.log"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -183,10 +200,12 @@ class PrivateRedis:
     def start(self) -> None:
         assert self._process is None or self._process.poll() is not None, "already running"
         options = [
-            *("--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--port", str(self.port), "--bind", *self.addresses),
             *("--save", "", "--appendonly", "no"),
             *("--dir", str(self.dir), "--logfile", str(self.log_file)),
         ]
+        if len(self.addresses) > 1:  # without a password, Redis answers loopback only unless
+            options += ["--protected-mode", "no"]  # told otherwise
         if self.maxmemory is not None:
             options += ["--maxmemory", self.maxmemory, "--maxmemory-policy", self.policy]
         self._process = subprocess.Popen(

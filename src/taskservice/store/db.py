@@ -60,7 +60,12 @@ class Database:
             # long would otherwise land long after the network healed, when other workers may
             # already have judged this one gone.
             tcp_user_timeout=10000,
-            options="-c statement_timeout=30000",
+            # A transaction left open by a client that vanished (a worker host cut off between
+            # two statements of a claim) would hold its locks, the fair-share lock among them,
+            # until the server's TCP keepalive gives up: two hours by default. The server ends
+            # such a session after 10 s instead. No transaction of ours waits between its
+            # statements: the store's units are SQL only.
+            options="-c statement_timeout=30000 -c idle_in_transaction_session_timeout=10000",
         )
 
     def _checkout(self) -> psycopg2.extensions.connection:
