@@ -147,6 +147,13 @@ class Config:
     # One waiting longer than the maximum age is replaced.
     sandbox_pool_size: int = 2
     sandbox_pool_max_age_seconds: int = 300
+    # --- Files in and artifacts out (task_files.py, content_types.py) ---
+    # Files one task may be given, and their decoded bytes together.
+    max_files: int = 16
+    max_files_bytes: int = 8 * 1024 * 1024
+    # Files a task's ./out/ may return, and their bytes together; past either, what fits is kept.
+    max_artifacts: int = 32
+    max_artifact_bytes: int = 16 * 1024 * 1024
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
@@ -405,6 +412,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             )
     values.update(_abuse_settings(env, defaults))
     values.update(_pool_settings(env, defaults))
+    values.update(_file_settings(env, defaults))
     languages = default_languages(values["sandbox_image"])
     values["languages"] = languages
     return Config(**values)
@@ -421,6 +429,24 @@ def _pool_settings(env: Mapping[str, str], defaults: Config) -> dict:
     _in_range("SANDBOX_POOL_SIZE", size, 0, 64)
     _in_range("SANDBOX_POOL_MAX_AGE_SECONDS", max_age, 1, 86400)
     return {"sandbox_pool_size": size, "sandbox_pool_max_age_seconds": max_age}
+
+
+# --- Files in and artifacts out ---------------------------------------------------------------
+
+
+def _file_settings(env: Mapping[str, str], defaults: Config) -> dict:
+    values = {
+        "max_files": _parse(env, "MAX_FILES", int, defaults.max_files),
+        "max_files_bytes": _parse(env, "MAX_FILES_BYTES", int, defaults.max_files_bytes),
+        "max_artifacts": _parse(env, "MAX_ARTIFACTS", int, defaults.max_artifacts),
+        "max_artifact_bytes": _parse(env, "MAX_ARTIFACT_BYTES", int, defaults.max_artifact_bytes),
+    }
+    # MAX_FILES is bounded by the JSON values a request body may hold (json_body.MAX_TOKENS).
+    _in_range("MAX_FILES", values["max_files"], 0, 64)
+    _in_range("MAX_FILES_BYTES", values["max_files_bytes"], 0, 64 * 1024 * 1024)
+    _in_range("MAX_ARTIFACTS", values["max_artifacts"], 0, 1000)
+    _in_range("MAX_ARTIFACT_BYTES", values["max_artifact_bytes"], 0, 256 * 1024 * 1024)
+    return values
 
 
 # --- Rate limits, client addresses, CORS ------------------------------------------------------

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskservice.http_errors import InvalidRequest, PayloadTooLarge
 from taskservice.model import TaskRequest
+from taskservice.task_files import FileCaps, FileRefused, FilesTooLarge, parse_files
 from taskservice.webhooks.destinations import parse_callback_url
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
@@ -30,6 +31,11 @@ class TaskLimits:
     max_code_bytes: int
     max_stdin_bytes: int
     memory_min_mb: int = 16
+    # Files given with a task (task_files.py), and each language's code file, which no file
+    # may replace.
+    max_files: int = 16
+    max_files_bytes: int = 8 * 1024 * 1024
+    code_filenames: Mapping[str, str] = field(default_factory=dict)
 
 
 def require_object(media: Any, allowed: set[str], required: set[str]) -> Mapping[str, Any]:
@@ -92,7 +98,9 @@ def credentials(media: Any) -> tuple[str, str]:
 
 def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     body = require_object(
-        media, {"code", "language", "stdin", "timeout", "memory_mb", "callback_url"}, {"code"}
+        media,
+        {"code", "language", "stdin", "timeout", "memory_mb", "callback_url", "files"},
+        {"code"},
     )
     language = body.get("language", "python")
     if not isinstance(language, str) or language not in limits.languages:
@@ -117,6 +125,15 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     if "callback_url" in body:
         callback_url = _string(body, "callback_url")
         parse_callback_url(callback_url)  # its form here; where it leads when it is submitted
+    files = ()
+    if "files" in body:
+        caps = FileCaps(limits.max_files, limits.max_files_bytes)
+        try:
+            files = parse_files(body["files"], caps, limits.code_filenames.get(language, ""))
+        except FilesTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        except FileRefused as exc:
+            raise InvalidRequest(str(exc)) from None
     return TaskRequest(
         language=language,
         code=code,
@@ -124,6 +141,7 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
         timeout_seconds=timeout,
         memory_mb=memory_mb,
         callback_url=callback_url,
+        files=files,
     )
 
 
