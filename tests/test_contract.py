@@ -92,8 +92,7 @@ def _files_a_schema_cannot_judge(case) -> bool:
         return False
     names = [item.get("name") for item in files if isinstance(item, dict)]
     return len(files) > 1 or any(
-        isinstance(name, str) and len(name.encode("utf-8", "surrogatepass")) > 255
-        for name in names
+        isinstance(name, str) and len(name.encode("utf-8", "surrogatepass")) > 255 for name in names
     )
 
 
