@@ -119,7 +119,7 @@ def test_bad_items_are_refused(value):
 
 def test_caps():
     five = [{"name": f"f{i}", "content": ""} for i in range(5)]
-    with pytest.raises(FilesTooLarge, match="at most 4"):
+    with pytest.raises(FileRefused, match="at most 4"):
         parse_files(five, CAPS, "main.py")
     big = [{"name": "a", "content": "x" * 60}, {"name": "b", "content": "y" * 41}]
     with pytest.raises(FilesTooLarge, match="100 bytes"):

@@ -95,7 +95,7 @@ def clash_problems(names: Iterable[str], reserved: Iterable[str]) -> tuple[str, 
 def check_files(files: list[TaskFile], caps: FileCaps, code_filename: str) -> tuple[TaskFile, ...]:
     """The files as given, once their count, total size, names and clashes are checked."""
     if len(files) > caps.max_files:
-        raise FilesTooLarge(f"{len(files)} files were given; at most {caps.max_files} are allowed.")
+        raise FileRefused(f"{len(files)} files were given; at most {caps.max_files} are allowed.")
     total = sum(len(file.content) for file in files)
     if total > caps.max_bytes:
         raise FilesTooLarge(
@@ -116,8 +116,9 @@ def parse_files(value: Any, caps: FileCaps, code_filename: str) -> tuple[TaskFil
     if not isinstance(value, list):
         raise FileRefused("'files' must be an array of {name, content, encoding} objects.")
     if len(value) > caps.max_files:
-        # Before any content is decoded.
-        raise FilesTooLarge(f"{len(value)} files were given; at most {caps.max_files} are allowed.")
+        # Before any content is decoded. A 400, as for any field out of its range (the count is
+        # the schema's maxItems); too many bytes are 413, as for code and stdin.
+        raise FileRefused(f"{len(value)} files were given; at most {caps.max_files} are allowed.")
     files = []
     total = 0
     for index, item in enumerate(value):
