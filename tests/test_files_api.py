@@ -370,3 +370,14 @@ def test_me_shows_the_file_limits(client, files_config):
         files_config.max_artifacts,
         files_config.max_artifact_bytes,
     )
+
+
+def test_the_cached_list_is_in_the_order_postgresql_reads_back(client, database, cache, redis):
+    _, headers = logged_in(client)
+    names = ["b.txt", "B.txt", "_c.txt", "é.txt", "a b.txt", "a.txt", "Z/z.txt"]
+    artifacts = [TaskFile(name, name.encode()) for name in names]
+    task_id = finished_with_artifacts(client, database, cache, headers, artifacts)
+    cached = client.simulate_get(f"/result/{task_id}", headers=headers).json
+    assert [a["name"] for a in cached["artifacts"]] == sorted(names)
+    redis.delete(entry_key(task_id))
+    assert client.simulate_get(f"/result/{task_id}", headers=headers).json == cached

@@ -318,7 +318,8 @@ class DeliveryStore:
 
 
 def _listed(infos: tuple[ArtifactInfo, ...]) -> tuple[ArtifactInfo, ...]:
-    """As GET /result lists them when read back: by name, a name once (the first)."""
+    """As GET /result lists them when read back: by name (code point order, as COLLATE "C"
+    sorts UTF-8), a name once (the first)."""
     first: dict[str, ArtifactInfo] = {}
     for info in infos:
         first.setdefault(info.name, info)

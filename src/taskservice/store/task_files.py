@@ -23,7 +23,8 @@ def artifact_list_column(tasks: str = "tasks") -> str:
     (rows.artifact_list)."""
     return (
         "(SELECT coalesce(json_agg(json_build_object('name', a.name, 'size', a.size,"
-        " 'content_type', a.content_type, 'sha256', a.sha256) ORDER BY a.name), '[]')"
+        " 'content_type', a.content_type, 'sha256', a.sha256)"
+        " ORDER BY a.name COLLATE \"C\"), '[]')"
         f" FROM task_artifacts a WHERE a.task_id = {tasks}.id) AS artifact_list"
     )
 
