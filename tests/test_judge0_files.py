@@ -19,6 +19,7 @@ from taskservice.task_files import FileCaps, FileRefused, FilesTooLarge
 from tests.test_api import token_for
 from tests.test_judge0_api import b64, submit
 
+CODE_FILES = ("main.py", "main.sh")
 CAPS = FileCaps(max_files=4, max_bytes=1024 * 1024)
 
 
@@ -32,7 +33,7 @@ def zipped(*entries: tuple[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
 
 def test_a_zip_becomes_files_folders_implied():
     data = zipped(("data/", b""), ("data/points.csv", b"x,y\n1,2\n"), ("notes.txt", b"hi"))
-    assert files_from_zip(data, CAPS, "main.py") == (
+    assert files_from_zip(data, CAPS, CODE_FILES) == (
         TaskFile("data/points.csv", b"x,y\n1,2\n"),
         TaskFile("notes.txt", b"hi"),
     )
@@ -44,7 +45,7 @@ def test_a_zip_bomb_is_refused_while_it_inflates():
     assert len(bomb) < 200 * 1024
     began = time.monotonic()
     with pytest.raises(FilesTooLarge, match="inflate"):
-        files_from_zip(bomb, CAPS, "main.py")
+        files_from_zip(bomb, CAPS, CODE_FILES)
     # Stopped at the cap, not after inflating it all (generous: a shared machine).
     assert time.monotonic() - began < 5
 
@@ -55,7 +56,7 @@ def test_a_zip_that_lies_about_its_sizes_is_measured_not_believed():
     at = data.rfind(b"PK\x01\x02")
     data[at + 24 : at + 28] = (10).to_bytes(4, "little")
     with pytest.raises((FilesTooLarge, FileRefused)):
-        files_from_zip(bytes(data), CAPS, "main.py")
+        files_from_zip(bytes(data), CAPS, CODE_FILES)
 
 
 REFUSED = {
@@ -72,7 +73,7 @@ REFUSED = {
 @pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_bad_names_are_refused(entries):
     with pytest.raises(FileRefused, match="refused"):
-        files_from_zip(zipped(*entries), CAPS, "main.py")
+        files_from_zip(zipped(*entries), CAPS, CODE_FILES)
 
 
 def test_links_garbage_and_too_many_files_are_refused():
@@ -82,12 +83,12 @@ def test_links_garbage_and_too_many_files_are_refused():
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(link, "/etc/passwd")
     with pytest.raises(FileRefused, match="symbolic link"):
-        files_from_zip(buffer.getvalue(), CAPS, "main.py")
+        files_from_zip(buffer.getvalue(), CAPS, CODE_FILES)
     with pytest.raises(FileRefused, match="not a zip"):
-        files_from_zip(b"PK\x05\x06 not really", CAPS, "main.py")
+        files_from_zip(b"PK\x05\x06 not really", CAPS, CODE_FILES)
     five = zipped(*[(f"f{i}", b"") for i in range(5)])
     with pytest.raises(FilesTooLarge, match="more than 4 files"):
-        files_from_zip(five, CAPS, "main.py")
+        files_from_zip(five, CAPS, CODE_FILES)
 
 
 def test_a_submissions_additional_files_are_its_tasks_files(client, db, clock):

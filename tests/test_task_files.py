@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 import pytest
+import yaml
 
 from taskservice import content_types
+from taskservice.config import load_config
 from taskservice.model import TaskFile
 from taskservice.task_files import (
     FileCaps,
@@ -17,7 +20,9 @@ from taskservice.task_files import (
     name_problem,
     parse_files,
 )
+from tests.service import ROOT
 
+CODE_FILES = ("main.py", "main.sh")
 CAPS = FileCaps(max_files=4, max_bytes=100)
 
 GOOD_NAMES = ["data.csv", "in/data.csv", ".hidden", "a..b", "ünïcödé.txt", "x" * 255, "sp ace"]
@@ -49,7 +54,7 @@ def test_good_names_pass(name):
 def test_bad_names_are_refused_with_the_name(name):
     assert name_problem(name) is not None
     with pytest.raises(FileRefused) as refused:
-        parse_files([{"name": name, "content": "x"}], CAPS, "main.py")
+        parse_files([{"name": name, "content": "x"}], CAPS, CODE_FILES)
     if name and "\ud800" not in name:
         assert repr(name[:20])[1:-1][:10] in str(refused.value)
 
@@ -69,12 +74,35 @@ CLASHES = {
 def test_clashing_names_are_refused(names):
     files = [{"name": name, "content": ""} for name in names]
     with pytest.raises(FileRefused) as refused:
-        parse_files(files, CAPS, "main.py")
+        parse_files(files, CAPS, CODE_FILES)
     assert repr(names[-1])[1:-1] in str(refused.value) or repr(names[0])[1:-1] in str(refused.value)
 
 
-def test_another_languages_code_file_name_is_free():
-    assert parse_files([{"name": "main.sh", "content": "x"}], CAPS, "main.py")[0].name == "main.sh"
+def test_every_languages_code_file_is_reserved_whatever_the_tasks_language():
+    for name in ("main.sh", "main.sh/x"):
+        with pytest.raises(FileRefused, match=r"main\.sh"):
+            parse_files([{"name": name, "content": "x"}], CAPS, CODE_FILES)
+    assert parse_files([{"name": "main.rb", "content": "x"}], CAPS, CODE_FILES)[0].name == "main.rb"
+
+
+def spec_schema(name: str) -> dict:
+    spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    return spec["components"]["schemas"][name]
+
+
+def test_the_specs_name_pattern_states_these_rules():
+    """openapi.yaml's TaskFileName is what the contract test generates names from: it must
+    accept every good name and refuse every bad one that a pattern can tell (not bytes)."""
+    schema = spec_schema("TaskFileName")
+    pattern = re.compile(schema["pattern"])
+    languages = {language.filename for language in load_config({}).languages.values()}
+    assert languages <= set(CODE_FILES)  # the pattern names them all
+    for name in GOOD_NAMES:
+        assert pattern.search(name) and len(name) <= schema["maxLength"], name
+    for name in [*BAD_NAMES.values(), *languages, "out", "out/x", "main.py/x"]:
+        fits = len(name) <= schema["maxLength"] and len(name.encode("utf-8", "replace")) <= 255
+        if fits and "\ud800" not in name:
+            assert not pattern.search(name), name
 
 
 def test_encodings():
@@ -114,20 +142,20 @@ BAD_ITEMS = {
 @pytest.mark.parametrize("value", BAD_ITEMS.values(), ids=BAD_ITEMS.keys())
 def test_bad_items_are_refused(value):
     with pytest.raises(FileRefused):
-        parse_files(value, CAPS, "main.py")
+        parse_files(value, CAPS, CODE_FILES)
 
 
 def test_caps():
     five = [{"name": f"f{i}", "content": ""} for i in range(5)]
     with pytest.raises(FileRefused, match="at most 4"):
-        parse_files(five, CAPS, "main.py")
+        parse_files(five, CAPS, CODE_FILES)
     big = [{"name": "a", "content": "x" * 60}, {"name": "b", "content": "y" * 41}]
     with pytest.raises(FilesTooLarge, match="100 bytes"):
-        parse_files(big, CAPS, "main.py")
+        parse_files(big, CAPS, CODE_FILES)
     exact = [{"name": "a", "content": "x" * 60}, {"name": "b", "content": "y" * 40}]
-    assert len(parse_files(exact, CAPS, "main.py")) == 2
+    assert len(parse_files(exact, CAPS, CODE_FILES)) == 2
     with pytest.raises(FilesTooLarge):
-        check_files([TaskFile("a", b"x" * 101)], CAPS, "main.py")
+        check_files([TaskFile("a", b"x" * 101)], CAPS, CODE_FILES)
 
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20

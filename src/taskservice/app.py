@@ -166,7 +166,7 @@ def create_app(
         max_stdin_bytes=config.max_stdin_bytes,
         max_files=config.max_files,
         max_files_bytes=config.max_files_bytes,
-        code_filenames={name: language.filename for name, language in config.languages.items()},
+        code_filenames=frozenset(language.filename for language in config.languages.values()),
     )
 
     api_keys = ApiKeys(ApiKeyStore(collaborators.db), collaborators.clock, collaborators.new_id)

@@ -5,8 +5,9 @@ is a plain relative path of one or two components ("data.csv", "inputs/data.csv"
 no leading "/", no empty, "." or ".." component, no control character (NUL included: names are
 shown in headers and URLs too), at most ``MAX_NAME_BYTES`` in UTF-8. Two names may not clash:
 not the same, and not one a file where the other needs a folder ("a" and "a/b"). Nor may a
-name take the code file's place ("main.py") or ``out``: the folder the program leaves its
-artifacts in starts empty, so that only what the program wrote there comes back.
+name take the place of a code file (any language's: "main.py", "main.sh", so that the rule
+is one for every language, as openapi.yaml states it) or of ``out``: the folder the program
+leaves its artifacts in starts empty, so that only what the program wrote there comes back.
 
 The same rules apply to the files of a Judge0 ``additional_files`` zip (judge0/zip_files.py).
 """
@@ -92,7 +93,9 @@ def clash_problems(names: Iterable[str], reserved: Iterable[str]) -> tuple[str, 
     return None
 
 
-def check_files(files: list[TaskFile], caps: FileCaps, code_filename: str) -> tuple[TaskFile, ...]:
+def check_files(
+    files: list[TaskFile], caps: FileCaps, code_filenames: Iterable[str]
+) -> tuple[TaskFile, ...]:
     """The files as given, once their count, total size, names and clashes are checked."""
     if len(files) > caps.max_files:
         raise FileRefused(f"{len(files)} files were given; at most {caps.max_files} are allowed.")
@@ -105,13 +108,13 @@ def check_files(files: list[TaskFile], caps: FileCaps, code_filename: str) -> tu
         problem = name_problem(file.name)
         if problem:
             raise FileRefused(f"File {_shown(file.name)} {problem}.")
-    clash = clash_problems((file.name for file in files), (code_filename, OUT_FOLDER))
+    clash = clash_problems((file.name for file in files), (*code_filenames, OUT_FOLDER))
     if clash is not None:
         raise FileRefused(f"File {_shown(clash[0])} {clash[1]}.")
     return tuple(files)
 
 
-def parse_files(value: Any, caps: FileCaps, code_filename: str) -> tuple[TaskFile, ...]:
+def parse_files(value: Any, caps: FileCaps, code_filenames: Iterable[str]) -> tuple[TaskFile, ...]:
     """POST /task's ``files``: ``[{"name", "content", "encoding": "utf8" | "base64"}]``."""
     if not isinstance(value, list):
         raise FileRefused("'files' must be an array of {name, content, encoding} objects.")
@@ -130,7 +133,7 @@ def parse_files(value: Any, caps: FileCaps, code_filename: str) -> tuple[TaskFil
                 f" file {_shown(file.name)} on."
             )
         files.append(file)
-    return check_files(files, caps, code_filename)
+    return check_files(files, caps, code_filenames)
 
 
 def _parse_one(index: int, item: Any) -> TaskFile:

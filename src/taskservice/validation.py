@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from taskservice.http_errors import InvalidRequest, PayloadTooLarge
@@ -31,11 +31,11 @@ class TaskLimits:
     max_code_bytes: int
     max_stdin_bytes: int
     memory_min_mb: int = 16
-    # Files given with a task (task_files.py), and each language's code file, which no file
+    # Files given with a task (task_files.py), and the languages' code files, which no file
     # may replace.
     max_files: int = 16
     max_files_bytes: int = 8 * 1024 * 1024
-    code_filenames: Mapping[str, str] = field(default_factory=dict)
+    code_filenames: frozenset[str] = frozenset()
 
 
 def require_object(media: Any, allowed: set[str], required: set[str]) -> Mapping[str, Any]:
@@ -129,7 +129,7 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     if "files" in body:
         caps = FileCaps(limits.max_files, limits.max_files_bytes)
         try:
-            files = parse_files(body["files"], caps, limits.code_filenames.get(language, ""))
+            files = parse_files(body["files"], caps, limits.code_filenames)
         except FilesTooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
         except FileRefused as exc:

@@ -33,7 +33,7 @@ class Judge0Limits:
     max_stdin_bytes: int
     max_output_bytes: int
     files: FileCaps = field(default_factory=lambda: FileCaps(0, 0))
-    code_filenames: Mapping[str, str] = field(default_factory=dict)
+    code_filenames: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, config: Config) -> Judge0Limits:
@@ -47,7 +47,7 @@ class Judge0Limits:
             max_stdin_bytes=config.max_stdin_bytes,
             max_output_bytes=config.max_output_bytes,
             files=FileCaps(config.max_files, config.max_files_bytes),
-            code_filenames={name: lang.filename for name, lang in config.languages.items()},
+            code_filenames=frozenset(language.filename for language in config.languages.values()),
         )
 
 
@@ -116,14 +116,13 @@ def submission(body: Any, encoded: bool, limits: Judge0Limits) -> Judge0Submissi
     arguments = check.arguments("command_line_arguments")
     if problems:
         raise unprocessable(problems)
-    language = limits.language_ids[language_id]
-    files = check.zip_files("additional_files", limits, limits.code_filenames.get(language, ""))
+    files = check.zip_files("additional_files", limits)
     if problems:
         raise unprocessable(problems)
     callback_url = hand_over_callback(body.get("callback_url"))
     return Judge0Submission(
         task=TaskRequest(
-            language=language,
+            language=limits.language_ids[language_id],
             files=files,
             code=code,
             stdin=stdin or b"",
@@ -201,7 +200,7 @@ class _Checker:
             return None
         return data
 
-    def zip_files(self, name: str, limits: Judge0Limits, code_filename: str) -> tuple:
+    def zip_files(self, name: str, limits: Judge0Limits) -> tuple:
         """``additional_files``: always the base64 of a zip, whatever ``base64_encoded`` says
         (as in Judge0: a zip is bytes); its files become the task's (judge0/zip_files.py)."""
         value = self._body.get(name)
@@ -211,7 +210,7 @@ class _Checker:
             self._problem(name, "must be a string (the base64 of a zip)")
             return ()
         try:
-            return files_from_zip(decode_zip(value), limits.files, code_filename)
+            return files_from_zip(decode_zip(value), limits.files, limits.code_filenames)
         except (FileRefused, FilesTooLarge) as exc:
             self._problem(name, str(exc))
             return ()

@@ -16,6 +16,7 @@ import io
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterable
 
 from taskservice.model import TaskFile
 from taskservice.task_files import FileCaps, FileRefused, FilesTooLarge, check_files
@@ -34,7 +35,9 @@ def decode_zip(value: str) -> bytes:
         raise FileRefused("is not valid base64 (it is always base64: a zip's bytes)") from None
 
 
-def files_from_zip(data: bytes, caps: FileCaps, code_filename: str) -> tuple[TaskFile, ...]:
+def files_from_zip(
+    data: bytes, caps: FileCaps, code_filenames: Iterable[str]
+) -> tuple[TaskFile, ...]:
     """The zip's regular files, checked as POST /task's ``files`` are."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -56,7 +59,7 @@ def files_from_zip(data: bytes, caps: FileCaps, code_filename: str) -> tuple[Tas
             content, total = _read(archive, entry, caps.max_bytes - total, total)
             files.append(TaskFile(entry.filename, content))
     try:
-        return check_files(files, caps, code_filename)
+        return check_files(files, caps, code_filenames)
     except FilesTooLarge:
         raise
     except FileRefused as refused:
