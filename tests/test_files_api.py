@@ -381,3 +381,21 @@ def test_the_cached_list_is_in_the_order_postgresql_reads_back(client, database,
     assert [a["name"] for a in cached["artifacts"]] == sorted(names)
     redis.delete(entry_key(task_id))
     assert client.simulate_get(f"/result/{task_id}", headers=headers).json == cached
+
+
+def test_artifacts_the_service_cannot_serve_are_left_out(client, config, database, cache):
+    # What a program that forged the sandbox's output channel might make it send.
+    _, headers = logged_in(client)
+    artifacts = [
+        TaskFile("ok.txt", b"fine"),
+        TaskFile("nul\x00.txt", b"x"),
+        TaskFile("../up.txt", b"x"),
+        TaskFile("a/b/c.txt", b"x"),
+        TaskFile("ok.txt", b"again"),
+    ]
+    task_id = finished_with_artifacts(client, database, cache, headers, artifacts)
+    body = client.simulate_get(f"/result/{task_id}", headers=headers).json
+    assert [a["name"] for a in body["artifacts"]] == ["ok.txt"]
+    assert body["artifacts_truncated"] is True
+    served = client.simulate_get(body["artifacts"][0]["url"], headers=headers)
+    assert served.content == b"fine"

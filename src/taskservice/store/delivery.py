@@ -27,6 +27,7 @@ from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
 from taskservice.store.fair_share import should_step_aside
 from taskservice.store.rows import OUTCOME_COLUMNS, TASK_COLUMNS, outcome_from_row, task_from_row
 from taskservice.store.task_files import ARTIFACT_LIST_COLUMN, insert_artifacts, select_files
+from taskservice.task_files import name_problem
 
 CANCELLED_WHILE_RUNNING = (
     "Cancelled by its owner while it ran; the output is what the program wrote until then."
@@ -181,6 +182,7 @@ class DeliveryStore:
         """
         if not outcome.status.is_final:
             raise ValueError(f"{outcome.status} is not a final status")
+        outcome = servable_artifacts(outcome)
         infos = tuple(describe(artifact) for artifact in outcome.artifacts)
         # Artifacts go in the same transaction as the outcome: none without it, so a stale
         # attempt's finish, refused, stores none either.
@@ -315,6 +317,16 @@ class DeliveryStore:
                 "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = ANY(%s)",
                 (list(task_ids),),
             )
+
+
+def servable_artifacts(outcome: RunOutcome) -> RunOutcome:
+    """The outcome with only artifacts whose names the service can store and serve (the rules
+    of task_files.py). The sandbox sends no other; a program that forges its output channel
+    could, and then the rest are left out as for the caps: ``artifacts_truncated``."""
+    kept = tuple(a for a in outcome.artifacts if name_problem(a.name) is None)
+    if len(kept) == len(outcome.artifacts):
+        return outcome
+    return replace(outcome, artifacts=kept, artifacts_truncated=True)
 
 
 def _listed(infos: tuple[ArtifactInfo, ...]) -> tuple[ArtifactInfo, ...]:
