@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import statistics
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -48,6 +49,29 @@ def timed(operation) -> float:
 
 def api_kib(service: Service) -> int:
     return tree_rss_kib(service.api.pid)["total_kib"]
+
+
+class PeakMemory:
+    """The API's largest resident memory, sampled every 20 ms while the block runs."""
+
+    def __init__(self, service: Service):
+        self._service = service
+        self.kib = 0
+        self._done = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.kib = max(self.kib, api_kib(self._service))
+            self._done.wait(0.02)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def submit_raw(client: Client, body: bytes) -> int:
@@ -82,12 +106,14 @@ def main() -> None:
             }
             for index in range(16)
         ]
-        with_files = [timed(lambda: client.submit(files=files)) for _ in range(submits)]
+        with PeakMemory(service) as files_peak:
+            with_files = [timed(lambda: client.submit(files=files)) for _ in range(submits)]
         memory_after_files = api_kib(service)
         worst = json.dumps(
             {"code": "print(1)", "files": [{"name": "x.txt", "content": "\x01" * (8 << 20)}]}
         ).encode()
-        worst_seconds = timed(lambda: submit_raw(client, worst))
+        with PeakMemory(service) as worst_peak:
+            worst_seconds = timed(lambda: submit_raw(client, worst))
         memory_after_worst = api_kib(service)
 
         database = Database(config.database_url, size=1)
@@ -117,7 +143,9 @@ def main() -> None:
         "submit_worst_body_ms": round(worst_seconds * 1000, 1),
         "api_rss_kib": {
             "before": memory_before,
+            "peak_during_file_submits": files_peak.kib,
             "after_file_submits": memory_after_files,
+            "peak_during_worst_body": worst_peak.kib,
             "after_worst_body": memory_after_worst,
         },
         "finish_with_32_artifacts_16_mib_ms": round(finish_seconds * 1000, 1),
