@@ -73,7 +73,7 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def clash_problems(names: Iterable[str], reserved: Iterable[str]) -> tuple[str, str] | None:
+def first_clash(names: Iterable[str], reserved: Iterable[str]) -> tuple[str, str] | None:
     """The first name that clashes (with another, or with a ``reserved`` top-level name), and
     why; None when none does. Names are well formed already (``name_problem``)."""
     reserved = set(reserved)
@@ -108,7 +108,7 @@ def check_files(
         problem = name_problem(file.name)
         if problem:
             raise FileRefused(f"File {_shown(file.name)} {problem}.")
-    clash = clash_problems((file.name for file in files), (*code_filenames, OUT_FOLDER))
+    clash = first_clash((file.name for file in files), (*code_filenames, OUT_FOLDER))
     if clash is not None:
         raise FileRefused(f"File {_shown(clash[0])} {clash[1]}.")
     return tuple(files)
