@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
+export SANDBOX_DATA_IMAGE ?= taskservice/sandbox-python-data:3
 
 .PHONY: run test chaos bench bench-events fuzz lint format prepare venv services docker image browser promtool nginx migrate compose-test clean
 

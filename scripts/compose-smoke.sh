@@ -190,6 +190,7 @@ result=$(curl -fsS "$base/result/$TASK_ID" -H "Authorization: Bearer $TOKEN")
 [[ $status == succeeded && $(json_field stdout <<<"$result") == 42 ]] ||
   die "task $TASK_ID: expected status succeeded and stdout 42, got: $result"
 ok "register, login, task $TASK_ID printed 42"
+
 # The limits count in Redis and answer with their headers through nginx.
 limit_headers=$(curl -fsS -D - -o /dev/null "$base/status/$TASK_ID" -H "Authorization: Bearer $TOKEN" | tr -d '\r')
 grep -qi '^RateLimit-Policy: "read";q=100000;w=60$' <<<"$limit_headers" && grep -qi '^RateLimit: "read";r=' <<<"$limit_headers" ||
@@ -243,6 +244,18 @@ proxy_log=$(docker logs "$(container_of docker-socket-proxy)" 2>&1)
 grep -q "POST /v[0-9.]*/containers/create" <<<"$proxy_log" ||
   die "the socket proxy's log shows no container creation: the worker did not go through it"
 ok "the worker container ran the task, creating its sandbox through the socket proxy"
+
+# python-data runs in an image of its own, which the worker must find on the same engine. Its
+# imports take seconds on a loaded host: the longest time limit, and a place after the checks
+# that read the engine's recent events for the first task, which may be gone that much later.
+plot='import matplotlib.pyplot as plt, numpy as np\nplt.plot(np.arange(5) ** 2)\nplt.savefig(\"/tmp/p.png\")\nprint(open(\"/tmp/p.png\", \"rb\").read(4)[1:].decode())'
+data_id=$(curl -fsS -X POST "$base/task" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"language\":\"python-data\",\"timeout\":60,\"code\":\"$plot\"}" | json_field task_id) || die "POST /task (python-data) failed"
+status=$(wait_final "$data_id")
+result=$(curl -fsS "$base/result/$data_id" -H "Authorization: Bearer $TOKEN")
+[[ $status == succeeded && $(json_field stdout <<<"$result") == PNG ]] ||
+  die "python-data task $data_id: expected a PNG saved, got: $result"
+ok "a python-data task drew a matplotlib PNG with numpy"
 
 # What the worker does not need, the proxy refuses: listing images, exec into a container.
 probe='

@@ -85,6 +85,7 @@ def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, 
         "QUEUE_NAME": config.queue_name,
         "JWT_SECRET": jwt_secret,
         "SANDBOX_IMAGE": config.sandbox_image,
+        "SANDBOX_DATA_IMAGE": config.sandbox_data_image,
         # No metrics port unless a test asks for one: tests start several workers at once, and
         # other runs on the machine start theirs, so no fixed port is free for all of them.
         "WORKER_METRICS_PORT": "0",

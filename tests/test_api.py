@@ -432,13 +432,20 @@ def test_languages_and_docs(client, db):
     with db.transaction() as cursor:  # workers of other tests may have reported; rolled back
         cursor.execute("DELETE FROM language_versions")
     languages = client.simulate_get("/languages").json["languages"]
-    assert {entry["name"] for entry in languages} == {"python", "bash"}
+    assert {entry["name"] for entry in languages} == {"python", "bash", "python-data"}
+    # Each language's own default memory: python-data's is larger.
+    assert {entry["name"]: entry["default_memory_mb"] for entry in languages} == {
+        "python": 256,
+        "bash": 256,
+        "python-data": 512,
+    }
     assert all(entry["version"] is None for entry in languages)  # no worker has reported yet
     LanguageVersionStore(db).report("python", "some-image", "3.99.1")
     languages = client.simulate_get("/languages").json["languages"]
     assert {entry["name"]: entry["version"] for entry in languages} == {
         "python": "3.99.1",
         "bash": None,
+        "python-data": None,
     }
     assert client.simulate_get("/openapi.yaml").text.startswith("openapi:")
     assert client.simulate_get("/openapi.json").json["info"]["title"] == "Task Service"

@@ -245,3 +245,30 @@ def test_retention_and_bounds_have_their_defaults_and_refuse_zero():
     for name in ("RESULT_RETENTION_DAYS", "DEAD_LETTER_MAX_LENGTH", "PRUNE_BATCH_SIZE"):
         with pytest.raises(ConfigError, match=rf"^{name}=0 must be between 1 and"):
             load_config({name: "0"})
+
+
+# --- Languages: the python-data runtime and per-language defaults ---
+
+
+def test_python_data_runs_in_the_data_image_with_its_own_memory_default():
+    config = load_config({"SANDBOX_DATA_IMAGE": "registry.example/data:7", "TASK_MEMORY_MB": "200"})
+    data, python = config.languages["python-data"], config.languages["python"]
+    assert (data.image, data.command, data.filename) == (
+        "registry.example/data:7",
+        ("python3", "-u"),
+        "main.py",
+    )
+    assert data.default_memory_mb(config.task_memory_mb) == 512
+    # The others keep TASK_MEMORY_MB.
+    assert python.default_memory_mb(config.task_memory_mb) == 200
+    assert config.languages["bash"].default_memory_mb(config.task_memory_mb) == 200
+    assert ("MPLBACKEND", "Agg") in data.environment and python.environment == ()
+    assert load_config({}).sandbox_data_image == "taskservice/sandbox-python-data:3"
+
+
+def test_a_language_default_memory_never_passes_the_maximum():
+    config = load_config({"TASK_MEMORY_MAX_MB": "300", "TASK_MEMORY_MB": "100"})
+    assert config.languages["python-data"].default_memory_mb(config.task_memory_mb) == 300
+    # Nor less than the others' default.
+    config = load_config({"TASK_MEMORY_MB": "700"})
+    assert config.languages["python-data"].default_memory_mb(config.task_memory_mb) == 700

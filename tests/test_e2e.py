@@ -152,8 +152,13 @@ def test_languages_report_the_versions_the_worker_found(service):
         if all(versions.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert set(versions) == {"python", "bash"}
+    assert set(versions) == {"python", "bash", "python-data"}
+    data = versions.pop("python-data") or ""
     assert all(re.fullmatch(r"\d+\.\d+(\.\d+)?", v or "") for v in versions.values()), versions
+    # python-data: the interpreter's version, then its libraries'.
+    assert re.fullmatch(
+        r"\d+\.\d+\.\d+ \(numpy [\d.]+, pandas [\d.]+, matplotlib [\d.]+, scipy [\d.]+\)", data
+    ), data
 
 
 def test_chunked_body_is_refused_with_411(service, ada):

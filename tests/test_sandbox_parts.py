@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from taskservice.config import default_languages
+from taskservice.config import Language, default_languages
 from taskservice.model import TaskStatus
 from taskservice.sandbox import SandboxJob, SandboxSettings
 from taskservice.sandbox.framing import STDERR, STDOUT, OutputCapture, frame, pump
@@ -73,6 +73,24 @@ def test_container_spec_locks_the_container_down():
 def test_the_programs_arguments_come_after_the_code_file():
     command = container_spec(job(arguments=("a b", "-x")), SandboxSettings())["command"]
     assert command[-6:] == ["/tmp/main.py", "2", "python3", "-u", "a b", "-x"]
+
+
+def test_a_languages_environment_joins_the_sandboxs_which_wins():
+    data = default_languages("some/image:1", "some/data:1")["python-data"]
+    shadowing = Language("x", "i", ("x",), "main.x", "", environment=(("HOME", "/"), ("A", "b")))
+    spec = container_spec(job(language=data), SandboxSettings())
+    assert spec["image"] == "some/data:1"
+    assert spec["environment"]["MPLBACKEND"] == "Agg"
+    # Every cache a library writes goes to the tmpfs: the root filesystem is read-only.
+    assert spec["environment"]["MPLCONFIGDIR"].startswith("/tmp/")
+    assert spec["environment"]["XDG_CACHE_HOME"].startswith("/tmp/")
+    assert spec["environment"]["HOME"] == "/tmp"
+    assert container_spec(job(language=shadowing), SandboxSettings())["environment"] == {
+        "A": "b",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def test_container_spec_takes_the_runtime_when_set():

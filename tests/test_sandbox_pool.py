@@ -105,6 +105,18 @@ def test_a_pooled_container_is_the_cold_one_but_for_its_labels():
     }
 
 
+def test_a_languages_pool_has_its_own_default_memory_and_environment():
+    language = default_languages("some/image:1", "some/data:1")["python-data"]
+    settings = SandboxSettings()
+    pool = PoolSettings(size=2, max_age_seconds=300, memory_mb=96, longest_task_seconds=60)
+    cold = container_spec(SandboxJob("t-1", language, b"x", b"", 7, 512), settings)
+    warm = pool_spec(language, settings, pool, "pool-1")
+    assert warm["mem_limit"] == "512m" and warm["environment"]["MPLBACKEND"] == "Agg"
+    assert {k: v for k, v in warm.items() if k != "labels"} == {
+        k: v for k, v in cold.items() if k != "labels"
+    }
+
+
 def test_task_names_are_valid_container_names_and_unique():
     first, second = task_name("a/b c"), task_name("a/b c")
     assert first != second

@@ -104,6 +104,10 @@ debootstrap_import() ( # suite packages message [--change instruction]...
       usr/share/man/* usr/share/info/* usr/share/locale/*/ var/log/* tmp/* dev/*
     find usr/share/doc -type f ! -name copyright -delete
     find usr/share/doc -type d -empty -delete
+    # Headers and static libraries (scipy's pythran pulls in the -dev packages, ~200 MB): the
+    # sandbox has no compiler, and nothing links against them at run time.
+    rm -rf usr/include/*
+    find usr/lib -name '*.a' -type f -delete
     # debootstrap copied these from the build host; Docker supplies its own at run time.
     : >etc/resolv.conf
     : >etc/hostname

@@ -167,6 +167,11 @@ def create_app(
         max_files=config.max_files,
         max_files_bytes=config.max_files_bytes,
         code_filenames=frozenset(language.filename for language in config.languages.values()),
+        language_memory_mb={
+            name: language.memory_mb
+            for name, language in config.languages.items()
+            if language.memory_mb is not None
+        },
     )
 
     api_keys = ApiKeys(ApiKeyStore(collaborators.db), collaborators.clock, collaborators.new_id)

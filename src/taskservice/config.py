@@ -48,6 +48,8 @@ class Language:
     ``command`` is the interpreter's argv; the path of the code file is appended to it.
     ``version_code`` is a program in the language that prints its version: the worker runs it in
     the image at start and reports the answer, which ``GET /languages`` shows.
+    ``memory_mb`` is the memory of its tasks that ask for none (None: ``TASK_MEMORY_MB``), and
+    ``environment`` what its programs find in their environment beside the sandbox's own.
     """
 
     name: str
@@ -55,6 +57,12 @@ class Language:
     command: tuple[str, ...]
     filename: str
     version_code: str
+    memory_mb: int | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+
+    def default_memory_mb(self, service_default: int) -> int:
+        """The memory of a task of this language that asks for none."""
+        return self.memory_mb if self.memory_mb is not None else service_default
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class Config:
     worker_concurrency: int = 3
     docker_host: str = "unix:///var/run/docker.sock"
     sandbox_image: str = "taskservice/sandbox-python:3"
+    # The python-data language's image: python3 with numpy, pandas, matplotlib and scipy.
+    sandbox_data_image: str = "taskservice/sandbox-python-data:3"
     sandbox_runtime: str = ""
     sandbox_orphan_grace_seconds: int = MIN_SANDBOX_ORPHAN_GRACE_SECONDS
     task_timeout_default: int = 10
@@ -213,7 +223,34 @@ def _in_range(name: str, value: float, low: float, high: float | None = None) ->
         raise ConfigError(f"{name}={value} must be {bound}")
 
 
-def default_languages(sandbox_image: str) -> dict[str, Language]:
+# Libraries write their caches under $HOME or next to themselves; the root filesystem is read-only
+# and only /tmp (the sandbox's own tmpfs, hence S108's noqa) is writable. One BLAS thread: a task
+# has one CPU's worth, and OpenBLAS would otherwise start a thread per host core against the
+# task's process limit.
+DATA_ENVIRONMENT = (
+    ("MPLBACKEND", "Agg"),  # no display: plots are saved to files
+    ("MPLCONFIGDIR", "/tmp/.config/matplotlib"),  # noqa: S108
+    ("XDG_CACHE_HOME", "/tmp/.cache"),  # noqa: S108 (fontconfig's cache)
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+)
+# numpy, pandas, scipy and matplotlib imported and a small plot saved peak at ~70 MB (measured
+# in the sandbox): 512 leaves the data most of it. Never less than TASK_MEMORY_MB, never more than
+# TASK_MEMORY_MAX_MB.
+DATA_MEMORY_MB = 512
+DATA_VERSION_CODE = """\
+import platform, matplotlib, numpy, pandas, scipy
+print(f"{platform.python_version()} (numpy {numpy.__version__}, pandas {pandas.__version__},"
+      f" matplotlib {matplotlib.__version__}, scipy {scipy.__version__})")
+"""
+
+
+def default_languages(
+    sandbox_image: str,
+    data_image: str = Config.sandbox_data_image,
+    memory_mb: int = Config.task_memory_mb,
+    memory_max_mb: int = Config.task_memory_max_mb,
+) -> dict[str, Language]:
     """The language table. Adding a language is one entry here plus an image that has it."""
     return {
         "python": Language(
@@ -229,6 +266,15 @@ def default_languages(sandbox_image: str) -> dict[str, Language]:
             command=("bash",),
             filename="main.sh",
             version_code='echo "${BASH_VERSION%%(*}"',
+        ),
+        "python-data": Language(
+            name="python-data",
+            image=data_image,
+            command=("python3", "-u"),
+            filename="main.py",
+            version_code=DATA_VERSION_CODE,
+            memory_mb=min(max(DATA_MEMORY_MB, memory_mb), memory_max_mb),
+            environment=DATA_ENVIRONMENT,
         ),
     }
 
@@ -256,6 +302,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         "worker_concurrency": _parse(env, "WORKER_CONCURRENCY", int, defaults.worker_concurrency),
         "docker_host": _parse(env, "DOCKER_HOST", str, defaults.docker_host),
         "sandbox_image": _parse(env, "SANDBOX_IMAGE", str, defaults.sandbox_image),
+        "sandbox_data_image": _parse(env, "SANDBOX_DATA_IMAGE", str, defaults.sandbox_data_image),
         "sandbox_runtime": _parse(env, "SANDBOX_RUNTIME", str, defaults.sandbox_runtime),
         "sandbox_orphan_grace_seconds": _parse(
             env, "SANDBOX_ORPHAN_GRACE_SECONDS", int, defaults.sandbox_orphan_grace_seconds
@@ -413,7 +460,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     values.update(_abuse_settings(env, defaults))
     values.update(_pool_settings(env, defaults))
     values.update(_file_settings(env, defaults))
-    languages = default_languages(values["sandbox_image"])
+    languages = default_languages(
+        values["sandbox_image"],
+        values["sandbox_data_image"],
+        values["task_memory_mb"],
+        values["task_memory_max_mb"],
+    )
     values["languages"] = languages
     return Config(**values)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskservice.http_errors import InvalidRequest, PayloadTooLarge
@@ -36,6 +36,8 @@ class TaskLimits:
     max_files: int = 16
     max_files_bytes: int = 8 * 1024 * 1024
     code_filenames: frozenset[str] = frozenset()
+    # Languages whose tasks get other memory than memory_default_mb when they ask for none.
+    language_memory_mb: Mapping[str, int] = field(default_factory=dict)
 
 
 def require_object(media: Any, allowed: set[str], required: set[str]) -> Mapping[str, Any]:
@@ -118,8 +120,9 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
             f"'stdin' is {len(stdin)} bytes; the limit is {limits.max_stdin_bytes} bytes."
         )
     timeout = _integer(body, "timeout", limits.timeout_default, 1, limits.timeout_max)
+    memory_default = limits.language_memory_mb.get(language, limits.memory_default_mb)
     memory_mb = _integer(
-        body, "memory_mb", limits.memory_default_mb, limits.memory_min_mb, limits.memory_max_mb
+        body, "memory_mb", memory_default, limits.memory_min_mb, limits.memory_max_mb
     )
     callback_url = None
     if "callback_url" in body:

@@ -55,7 +55,9 @@ def status_body(status: Judge0Status) -> dict:
 
 
 # Judge0 id -> our language. 71 is Judge0 1.13's Python 3, 100 the newer releases' one: both
-# run the one Python the sandbox image has.
+# run the one Python the sandbox image has. python-data has none: Judge0 CE has no data-science
+# Python, and the "Python for ML" of Judge0's extra edition is numbered in that edition's own
+# list, whose ids mean other languages here. A python-data task read through /judge0 shows id 0.
 LANGUAGE_IDS = {46: "bash", 71: "python", 100: "python"}
 # The id a task made through our own API shows when read through /judge0.
 DEFAULT_IDS = {"bash": 46, "python": 71}

@@ -20,7 +20,7 @@ class LanguagesResource:
                     "version": versions.get(language.name),
                     "default_timeout": config.task_timeout_default,
                     "max_timeout": config.task_timeout_max,
-                    "default_memory_mb": config.task_memory_mb,
+                    "default_memory_mb": language.default_memory_mb(config.task_memory_mb),
                     "max_memory_mb": config.task_memory_max_mb,
                 }
                 for language in config.languages.values()

@@ -227,7 +227,8 @@ class DockerSandbox:
                 code=language.version_code.encode(),
                 stdin=b"",
                 timeout_seconds=30,
-                memory_mb=128,
+                # Its libraries' imports may need more than the 128 MB a bare interpreter does.
+                memory_mb=max(128, language.default_memory_mb(128)),
             ),
             pooled=False,
         )

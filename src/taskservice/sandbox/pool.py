@@ -7,11 +7,11 @@ the bootstrap (see ``spec``) for its header and code on the attach stream. A tas
 sends its code, and the container ends with the program: **each container runs one task**, and
 is then removed. Taking one starts a refill in the background.
 
-Isolation is exactly the cold path's: ``pool_spec`` is ``container_spec`` for the pool's default
-memory with only the labels changed (tests compare the two). A task asking for other memory gets
-the waiting container's limit changed by ``docker update`` before its code is sent (about 20 ms
-against a cold start's 150-400 ms; on cgroup v1 the new limit applies at once, which a test
-checks); should that fail, the task takes the cold path.
+Isolation is exactly the cold path's: ``pool_spec`` is ``container_spec`` for the default memory
+(the language's own, if it has one) with only the labels changed (tests compare the two). A task
+asking for other memory gets the waiting container's limit changed by ``docker update`` before
+its code is sent (about 20 ms against a cold start's 150-400 ms; on cgroup v1 the new limit
+applies at once, which a test checks); should that fail, the task takes the cold path.
 
 Never handed out: a container that waited ``max_age_seconds`` (replaced), and one whose attach
 stream has anything to read (it died, or printed before any code reached it).
@@ -70,7 +70,9 @@ class PoolSettings:
 
     size: int = 2
     max_age_seconds: float = 300
-    memory_mb: int = 256  # the limit they are created with: the tasks' default
+    # The limit they are created with: the tasks' default, for a language without one of its
+    # own (Language.memory_mb).
+    memory_mb: int = 256
     longest_task_seconds: int = 60  # the longest time limit a task may have
 
 
@@ -112,9 +114,10 @@ def task_name(task_id: str) -> str:
 def pool_spec(
     language: Language, settings: SandboxSettings, pool: PoolSettings, pool_id: str
 ) -> dict[str, Any]:
-    """``container_spec`` of a task with the pool's memory; only the labels differ."""
+    """``container_spec`` of a task with the language's default memory; only the labels differ."""
     lifetime = int(pool.max_age_seconds) + pool.longest_task_seconds
-    placeholder = SandboxJob("", language, b"", b"", lifetime, pool.memory_mb)
+    memory_mb = language.default_memory_mb(pool.memory_mb)
+    placeholder = SandboxJob("", language, b"", b"", lifetime, memory_mb)
     spec = container_spec(placeholder, settings)
     spec["labels"] = {
         SERVICE_LABEL: SERVICE_LABEL_VALUE,
@@ -245,7 +248,8 @@ class WarmPool:
                 self._filling_ids.discard(container.id)
             self._discard_container(container)
             raise
-        return Warm(container, attach, sock, language.name, self._pool.memory_mb, created_at)
+        memory_mb = language.default_memory_mb(self._pool.memory_mb)
+        return Warm(container, attach, sock, language.name, memory_mb, created_at)
 
     # --- upkeep --------------------------------------------------------------------------------
 

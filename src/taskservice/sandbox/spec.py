@@ -54,6 +54,7 @@ os.execvp(interpreter[0], interpreter + [sys.argv[1]] + sys.argv[3 + count:])
 """
 
 SANDBOX_USER = "65534:65534"
+_SANDBOX_ENVIRONMENT = {"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 _TMP_INODES_PER_MB = 1024
 
 
@@ -119,7 +120,8 @@ def container_spec(job: SandboxJob, settings: SandboxSettings) -> dict[str, Any]
         "detach": False,
         "user": SANDBOX_USER,
         "working_dir": "/tmp",
-        "environment": {"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
+        # The language's own variables first: the sandbox's win over them.
+        "environment": {**dict(language.environment), **_SANDBOX_ENVIRONMENT},
         "hostname": "sandbox",
         # No network at all: only `lo` in the container (the hostile suite checks it). Not
         # network_mode="none": that leaves the same `lo` but costs the engine ~80 ms more per
