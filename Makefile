@@ -9,13 +9,13 @@ BIN := $(VENV)/bin
 export SANDBOX_IMAGE ?= taskservice/sandbox-python:3
 export SANDBOX_DATA_IMAGE ?= taskservice/sandbox-python-data:3
 
-.PHONY: run test chaos bench bench-events fuzz lint format prepare venv services docker image browser promtool nginx migrate compose-test clean
+.PHONY: run test chaos bench bench-events fuzz lint format prepare venv services docker image browser promtool nginx migrate compose-test compose clean
 
 run: prepare
 	@scripts/run.sh
 
 # Tests marked runsc change the host's Docker engine (daemon.json, a reload): `make test-runsc`.
-test: venv services docker image browser promtool nginx lint
+test: venv services docker image browser promtool nginx compose lint
 	$(BIN)/pytest -q -m "not runsc"
 
 # gVisor: installs runsc and registers it with the local dockerd (scripts/enable-runsc.sh), then
@@ -64,6 +64,10 @@ promtool:
 # For tests/test_nginx.py, which runs deploy/nginx.conf in a real nginx.
 nginx:
 	@scripts/ensure-nginx.sh
+
+# For tests/test_deploy_files.py, which validates the deployment files with `compose config`.
+compose:
+	@scripts/ensure-compose.sh
 
 migrate: venv services
 	$(BIN)/taskservice migrate

@@ -27,7 +27,12 @@ from taskservice.queue import Publisher
 from taskservice.store.migrate import migrate
 from tests.fault_stack import Stack
 from tests.private_services import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
-from tests.service import GENEROUS_RATE_LIMITS, TEST_JWT_SECRET, own_database_and_queues
+from tests.service import (
+    GENEROUS_RATE_LIMITS,
+    TEST_JWT_SECRET,
+    _delete_queues,
+    own_database_and_queues,
+)
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -96,7 +101,12 @@ def db(config: Config):
 
 @pytest.fixture(scope="session")
 def publisher(config: Config):
-    publisher = Publisher(config.amqp_url, config.queue_name, config.broker_timeout_seconds)
+    publisher = Publisher(
+        config.amqp_url,
+        config.queue_name,
+        config.broker_timeout_seconds,
+        queue_type=config.queue_type,
+    )
     yield publisher
     publisher.close()
 
@@ -175,8 +185,11 @@ def stack_factory(config, tmp_path):
 
 @pytest.fixture
 def queue_config(config):
-    """The test config with a queue of its own, so no other worker takes these tasks."""
-    return replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")
+    """The test config with a queue of its own, so no other worker takes these tasks; the queues
+    are deleted afterwards (quorum queues are not free to keep)."""
+    own = replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")
+    yield own
+    _delete_queues(own)
 
 
 @pytest.fixture

@@ -272,3 +272,35 @@ def test_a_language_default_memory_never_passes_the_maximum():
     # Nor less than the others' default.
     config = load_config({"TASK_MEMORY_MB": "700"})
     assert config.languages["python-data"].default_memory_mb(config.task_memory_mb) == 700
+
+
+# --- Several hosts: the queues' type and several broker addresses ---
+
+
+def test_queue_type_is_quorum_by_default_and_classic_on_request():
+    assert load_config({}).queue_type == "quorum"
+    assert load_config({"QUEUE_TYPE": " Classic "}).queue_type == "classic"
+    with pytest.raises(ConfigError, match=r"^QUEUE_TYPE='stream' must be classic or quorum"):
+        load_config({"QUEUE_TYPE": "stream"})
+
+
+def test_amqp_url_may_list_the_nodes_of_a_cluster():
+    nodes = "amqp://u:p@rabbit-1:5672/%2F, amqp://u:p@rabbit-2/%2F,amqps://u:p@rabbit-3:5671/%2F"
+    assert load_config({"AMQP_URL": nodes}).amqp_url == nodes
+
+
+@pytest.mark.parametrize(
+    ("listed", "refusal"),
+    [
+        ("amqp://u:secret@a/%2F,,amqp://u:secret@b/%2F", "must start with amqp:// or amqps://"),
+        ("amqp://u:secret@a/%2F,http://b/", "must start with amqp:// or amqps://"),
+        ("amqp://u:secret@a/%2F,amqp://u:secret@/%2F", "address 2 names no host"),
+        ("amqp://u:secret@a:99999/%2F", "address 1 has an invalid port"),
+        ("amqp://u:secret@a:56x2/%2F,amqp://u:secret@b/%2F", "address 1 has an invalid port"),
+        ("amqp://u:secret@a/%2F,amqp://u:secret@a/%2F", "lists the same address twice"),
+    ],
+)
+def test_each_broker_address_is_checked_without_showing_its_password(listed, refusal):
+    with pytest.raises(ConfigError, match=refusal) as refused:
+        load_config({"AMQP_URL": listed})
+    assert "secret" not in str(refused.value)

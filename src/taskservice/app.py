@@ -277,6 +277,7 @@ def get_app(config: Config | None = None) -> falcon.App:
             config.broker_timeout_seconds,
             metrics=metrics,
             dead_letter_max_length=config.dead_letter_max_length,
+            queue_type=config.queue_type,
         ),
         hasher=PasswordHasher(config.bcrypt_rounds),
         cache=StatusCache(redis, config.status_cache_ttl_seconds, metrics=metrics),

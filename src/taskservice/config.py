@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import limits
 
@@ -164,6 +165,9 @@ class Config:
     # Files a task's ./out/ may return, and their bytes together; past either, what fits is kept.
     max_artifacts: int = 32
     max_artifact_bytes: int = 16 * 1024 * 1024
+    # --- Several hosts (taskservice.queue_topology, taskservice.broker) ---
+    # The queues' type: "quorum" (replicated on a RabbitMQ cluster's nodes) or "classic".
+    queue_type: str = "quorum"
     languages: Mapping[str, Language] = field(default_factory=dict)
 
     @property
@@ -460,6 +464,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     values.update(_abuse_settings(env, defaults))
     values.update(_pool_settings(env, defaults))
     values.update(_file_settings(env, defaults))
+    values.update(_broker_settings(env, defaults, values["amqp_url"]))
     languages = default_languages(
         values["sandbox_image"],
         values["sandbox_data_image"],
@@ -499,6 +504,30 @@ def _file_settings(env: Mapping[str, str], defaults: Config) -> dict:
     _in_range("MAX_ARTIFACTS", values["max_artifacts"], 0, 1000)
     _in_range("MAX_ARTIFACT_BYTES", values["max_artifact_bytes"], 0, 256 * 1024 * 1024)
     return values
+
+
+# --- Several hosts ---------------------------------------------------------------------------
+
+
+def _broker_settings(env: Mapping[str, str], defaults: Config, amqp_url: str) -> dict:
+    queue_type = _parse(env, "QUEUE_TYPE", str, defaults.queue_type).lower()
+    if queue_type not in ("classic", "quorum"):
+        raise ConfigError(f"QUEUE_TYPE={queue_type!r} must be classic or quorum")
+    # AMQP_URL: one broker, or the nodes of a cluster separated by commas. Each must name a
+    # host (and a valid port); the message names an address by its place and host alone, as
+    # the URL may hold a password.
+    addresses = [part.strip() for part in amqp_url.split(",")]
+    for place, address in enumerate(addresses, start=1):
+        try:
+            parts = urlsplit(address)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError:
+            raise ConfigError(f"AMQP_URL: address {place} has an invalid port") from None
+        if not parts.hostname:
+            raise ConfigError(f"AMQP_URL: address {place} names no host")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("AMQP_URL lists the same address twice")
+    return {"queue_type": queue_type}
 
 
 # --- Rate limits, client addresses, CORS ------------------------------------------------------

@@ -14,7 +14,7 @@ from taskservice import request_ids, tracing
 from taskservice.broker import connection_parameters, encode_message
 from taskservice.errors import BrokerUnavailable
 from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
-from taskservice.queue_topology import DEAD_LETTER_MAX_LENGTH, declare_topology
+from taskservice.queue_topology import DEAD_LETTER_MAX_LENGTH, QUORUM, declare_topology
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,11 @@ class Publisher:
         heartbeat_seconds: int = 30,
         metrics: NoMetrics = NO_METRICS,
         dead_letter_max_length: int = DEAD_LETTER_MAX_LENGTH,
+        queue_type: str = QUORUM,
     ):
         self._params = connection_parameters(amqp_url, timeout_seconds, heartbeat_seconds)
         self._dead_letter_max_length = dead_letter_max_length
+        self._queue_type = queue_type
         self._metrics = metrics  # counts each BrokerUnavailable raised here
         self._queue = queue_name
         self._timeout = timeout_seconds
@@ -85,7 +87,7 @@ class Publisher:
         mine.connection = pika.BlockingConnection(self._params)
         channel = mine.connection.channel()
         channel.confirm_delivery()
-        declare_topology(channel, self._queue, self._dead_letter_max_length)
+        declare_topology(channel, self._queue, self._dead_letter_max_length, self._queue_type)
         mine.channel = channel
         return channel
 

@@ -27,7 +27,7 @@ import pika
 import psycopg2
 import redis
 
-from taskservice.broker import connection_parameters
+from taskservice.broker import broker_addresses, connection_parameters
 from taskservice.config import Config
 from taskservice.status_cache import redis_client
 
@@ -62,7 +62,38 @@ def database_check(dsn: str) -> Check:
 
 
 def broker_check(amqp_url: str) -> Check:
-    params = connection_parameters(amqp_url, TIMEOUT_SECONDS)
+    """Ready when any of the broker addresses answers.
+
+    With several (the nodes of a cluster) every process connects to the first that answers,
+    and moves on when it dies: one node away takes nothing from this process, and a load
+    balancer that took every API replica out of service for it (they all share the cluster)
+    would stop the service for no reason. The addresses are asked at once, so one that hangs
+    does not use up the second the others have.
+    """
+    checks = [_one_broker_check(url) for url in broker_addresses(amqp_url)]
+    if len(checks) == 1:
+        return checks[0]
+
+    def check() -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(checks), thread_name_prefix="ready-broker"
+        )
+        try:
+            futures = [pool.submit(one) for one in checks]
+            errors = []
+            for future in concurrent.futures.as_completed(futures):
+                if future.exception() is None:
+                    return
+                errors.append(future.exception())
+            raise ConnectionError(f"no broker answered: {errors!r}")
+        finally:
+            pool.shutdown(wait=False)  # a check still hanging ends at its own timeout
+
+    return check
+
+
+def _one_broker_check(url: str) -> Check:
+    params = connection_parameters(url, TIMEOUT_SECONDS)
 
     def check() -> None:
         # A channel, not only the TCP handshake: a broker that accepts connections but refuses

@@ -111,7 +111,12 @@ class Consumer:
             self._connection = connection
         try:
             channel = connection.channel()
-            declare_topology(channel, self._config.queue_name, self._config.dead_letter_max_length)
+            declare_topology(
+                channel,
+                self._config.queue_name,
+                self._config.dead_letter_max_length,
+                self._config.queue_type,
+            )
             channel.basic_qos(prefetch_count=self._config.worker_concurrency)
             on_message = functools.partial(self._on_message, connection)
             consumer_tag = channel.basic_consume(self._config.queue_name, on_message)
@@ -223,7 +228,9 @@ def _send_to_back(republisher, task_id: uuid.UUID, deliveries: list[Delivery]) -
     live = [delivery for delivery in deliveries if delivery.channel.is_open]
     if not live:
         return  # their channel closed: the broker has requeued them already
-    headers = getattr(live[0].properties, "headers", None)
+    headers = dict(getattr(live[0].properties, "headers", None) or {})
+    # The count a quorum queue adds on delivery is the old message's, not the new one's.
+    headers.pop("x-delivery-count", None)
     try:
         republisher.publish_again(task_id, headers)
     except BrokerUnavailable as exc:

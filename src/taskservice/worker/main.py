@@ -123,6 +123,7 @@ def run_worker(config: Config) -> None:
         config.broker_timeout_seconds,
         metrics=metrics,
         dead_letter_max_length=config.dead_letter_max_length,
+        queue_type=config.queue_type,
     )
     # The consumer's own: it publishes from the consuming thread, never on that connection.
     republisher = Publisher(
@@ -131,6 +132,7 @@ def run_worker(config: Config) -> None:
         config.broker_timeout_seconds,
         metrics=metrics,
         dead_letter_max_length=config.dead_letter_max_length,
+        queue_type=config.queue_type,
     )
     consumer = Consumer(config, runner, shutdown, metrics=metrics, republisher=republisher)
     heartbeat = Heartbeat(
