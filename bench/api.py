@@ -8,7 +8,14 @@ runs: the submitted tasks stay queued, and go away with the run's database and q
 Both servers run with the same API_WORKERS and API_THREADS (the service's settings, from the
 environment: `API_THREADS=4 python -m bench.api` measures both sides with 4 threads each).
 
-Knobs: BENCH_API_SECONDS (10) per measurement, BENCH_API_CONNECTIONS (64).
+`POST /task` is sent as BENCH_API_SUBMITTERS users (16) in turn: one user's submissions pass
+its quota check one at a time (tasks.py's lock on the user's row, held until the commit is on
+disk), so a single user is bound to about one submission per commit, a few hundred a second,
+whatever the rest of the service does; and the submit rate limit would stop one user long
+before. The bare POST gets the same tokens (it ignores them).
+
+Knobs: BENCH_API_SECONDS (10) per measurement, BENCH_API_CONNECTIONS (64),
+BENCH_API_SUBMITTERS (16).
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ TASK_BODY = json.dumps({"code": "print(1)"})
 
 
 def wrk(url: str, seconds: int, connections: int, method: str, body: str, token: str) -> dict:
-    """One wrk run; its summary, with requests per second and the error count added."""
+    """One wrk run; its summary, with requests per second and the error count added.
+    ``token``: one bearer token, or several separated by commas, sent in turn."""
     command = [
         "wrk",
         f"-t{WRK_THREADS}",
@@ -58,7 +66,8 @@ def wrk(url: str, seconds: int, connections: int, method: str, body: str, token:
         str(WRK_SCRIPT),
         url,
     ]
-    env = {**os.environ, "WRK_METHOD": method, "WRK_BODY": body, "WRK_TOKEN": token}
+    tokens = "WRK_TOKENS" if "," in token else "WRK_TOKEN"
+    env = {**os.environ, "WRK_METHOD": method, "WRK_BODY": body, tokens: token}
     finished = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=seconds + 30, check=True
     )
@@ -135,7 +144,18 @@ def main() -> None:
     report(config, runs, seconds, connections, quiet)
 
 
+def other_users(base: str, count: int) -> list[str]:
+    """The tokens of ``count`` more users (registered here)."""
+    tokens = []
+    for _ in range(count):
+        client = Client(base)
+        tokens.append(client.token)
+        client.close()
+    return tokens
+
+
 def measure_both(config, gunicorn: dict[str, str], seconds: int, connections: int) -> dict:
+    submitters = knob("API_SUBMITTERS", 16)
     bare_env = process_env(config, config.jwt_secret, **gunicorn)
     with (
         Service(config, worker=False, **gunicorn) as service,
@@ -145,6 +165,7 @@ def measure_both(config, gunicorn: dict[str, str], seconds: int, connections: in
         task_id = client.submit()
         token = client.token
         client.close()
+        tokens = ",".join([token, *other_users(service.base, submitters - 1)])
         load = {"seconds": seconds, "connections": connections}
         status, submit = f"/status/{task_id}", "/task"
         api, bare_api = service.api.pid, bare.popen.pid
@@ -152,10 +173,10 @@ def measure_both(config, gunicorn: dict[str, str], seconds: int, connections: in
             "bare_get": measure("bare GET", bare_api, bare.base + status, "GET", "", "", **load),
             "status": measure("GET /status", api, service.base + status, "GET", "", token, **load),
             "bare_post": measure(
-                "bare POST", bare_api, bare.base + submit, "POST", TASK_BODY, "", **load
+                "bare POST", bare_api, bare.base + submit, "POST", TASK_BODY, tokens, **load
             ),
             "submit": measure(
-                "POST /task", api, service.base + submit, "POST", TASK_BODY, token, **load
+                "POST /task", api, service.base + submit, "POST", TASK_BODY, tokens, **load
             ),
         }
     return runs
@@ -204,6 +225,7 @@ def report(config, runs: dict, seconds: int, connections: int, quiet: dict) -> N
                 "api_workers": config.api_workers,
                 "api_threads": config.api_threads,
                 "db_pool_size": config.db_pool_size,
+                "submitters": knob("API_SUBMITTERS", 16),
             },
             "quiet": quiet,
             "figures": runs,

@@ -1,5 +1,5 @@
 """Footprint: resident memory of the API (gunicorn master and workers, summed) and of the worker,
-idle, then after many trivial tasks.
+idle, then after many trivial tasks, with the warm pool on (SANDBOX_POOL_SIZE 2).
 
 "Idle" is taken twice: right after start-up, and after a short warm-up (connections open, lazy
 imports done). Growth is judged against the warmed-up figure, since what the first tasks load
@@ -26,6 +26,7 @@ from bench.common import (
 from bench.throughput import submit_all
 
 TARGET_GROWTH_RATIO = 1.10
+POOL_SIZE = "2"  # the pool on, as by default, whatever the environment says
 BATCH = 100  # tasks submitted at once; each batch finishes before the next
 SETTLE_SECONDS = 3  # idle time before a reading, so that in-flight work has ended
 
@@ -55,7 +56,7 @@ def main() -> None:
     warmup = knob("FOOTPRINT_WARMUP", 20)
     quiet = wait_for_quiet_machine()
     print(f"footprint: resident memory idle and after {tasks} tasks")
-    with private_config() as config, Service(config) as service:
+    with private_config() as config, Service(config, SANDBOX_POOL_SIZE=POOL_SIZE) as service:
         client = Client(service.base)
         try:
             started = reading(service)
@@ -70,7 +71,7 @@ def main() -> None:
         return sample[part]["total_kib"] / 1024
 
     comparisons = []
-    for part, label in (("api", "API (master + workers)"), ("worker", "worker")):
+    for part, label in (("api", "API (master + workers)"), ("worker", "worker (pool on)")):
         comparisons.append(
             comparison(
                 f"{label} RSS MiB, after / warm idle",
@@ -92,6 +93,7 @@ def main() -> None:
                 "warmup_tasks": warmup,
                 "api_workers": config.api_workers,
                 "worker_concurrency": config.worker_concurrency,
+                "sandbox_pool_size": int(POOL_SIZE),
             },
             "quiet": quiet,
             "figures": {"at_start": started, "warm_idle": warm, "after_tasks": after},

@@ -1,4 +1,6 @@
-"""The publisher against a RabbitMQ node of the test's own: idle connections stay alive.
+"""The publisher against a RabbitMQ node of the test's own: one connection per process that
+stays alive while idle, every thread's confirm its own, a broker restart survived, a refusal
+reported.
 
 A short heartbeat (2 s instead of the production 30 s) makes a few seconds of idleness the same
 situation as minutes of it in production.
@@ -7,6 +9,7 @@ situation as minutes of it in production.
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 import uuid
@@ -14,7 +17,9 @@ import uuid
 import pika
 import pytest
 
+from taskservice.errors import BrokerUnavailable
 from taskservice.queue import Publisher
+from taskservice.queue_topology import CLASSIC
 
 HEARTBEAT_SECONDS = 2
 
@@ -23,8 +28,8 @@ def _queue_name() -> str:
     return f"taskservice.test.publisher.{uuid.uuid4().hex[:10]}"
 
 
-def _keepalive_threads(queue_name: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"publisher-keepalive {queue_name}"]
+def _io_threads(queue_name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"publisher-io {queue_name}"]
 
 
 def _failed_tries(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -35,10 +40,22 @@ def _failed_tries(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-def _connection_of(publisher: Publisher) -> pika.BlockingConnection | None:
-    """This thread's connection in the publisher (None before its first publish)."""
-    mine = getattr(publisher._local, "channel", None)
-    return None if mine is None else mine.connection
+def _connection_of(publisher: Publisher):
+    """The publisher's connection (None before its first publish)."""
+    current = publisher._connection
+    return None if current is None else current.connection
+
+
+def _delete_queue(url: str, queue_name: str) -> None:
+    """Remove a queue of the shared broker and the dead-letter parts the publisher made."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in (queue_name, f"{queue_name}.dead"):
+            channel.queue_delete(name)
+        channel.exchange_delete(f"{queue_name}.dead")
+    finally:
+        connection.close()
 
 
 def _take_messages(url: str, queue_name: str) -> list[str]:
@@ -61,8 +78,7 @@ def test_a_publish_after_a_long_idle_time_uses_the_same_connection(rabbit, caplo
 
     The broker drops a connection that misses two heartbeats; with a 2 s heartbeat, 10 s idle is
     five heartbeats, the same situation. The second publish must go through on the connection of
-    the first: no failed try, no reconnect. Meanwhile the connection of a thread that published
-    and ended is closed rather than kept alive for ever.
+    the first: no failed try, no reconnect. Another thread publishes on the same connection.
     """
     caplog.set_level(logging.WARNING)
     queue_name = _queue_name()
@@ -75,7 +91,7 @@ def test_a_publish_after_a_long_idle_time_uses_the_same_connection(rabbit, caplo
         gone = threading.Thread(target=publisher.publish, args=(other,))
         gone.start()
         gone.join()
-        assert len(publisher._threads) == 2
+        assert _connection_of(publisher) is connection, "another thread, another connection"
 
         time.sleep(5 * HEARTBEAT_SECONDS)
 
@@ -83,41 +99,164 @@ def test_a_publish_after_a_long_idle_time_uses_the_same_connection(rabbit, caplo
         assert _failed_tries(caplog) == []
         assert _connection_of(publisher) is connection, "the publisher reconnected"
         assert connection.is_open
-        assert [mine.owner for mine in publisher._threads] == [threading.current_thread()]
+        assert publisher._connection.connections_opened == 1
     finally:
         publisher.close()
     assert _take_messages(rabbit.url, queue_name) == [str(first), str(other), str(second)]
 
 
-def test_a_publish_after_a_broker_restart_recovers_and_close_stops_the_keepalive(rabbit, caplog):
+def test_many_threads_share_one_connection_and_each_gets_its_own_confirm(rabbit):
+    queue_name = _queue_name()
+    publisher = Publisher(rabbit.url, queue_name, 5.0)
+    sent: list[str] = []
+    sent_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def publish_some() -> None:
+        try:
+            for _ in range(25):
+                task_id = uuid.uuid4()
+                publisher.publish(task_id)
+                # Returned: its confirm came, so the broker has it now.
+                with sent_lock:
+                    sent.append(str(task_id))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish_some) for _ in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert publisher._connection.connections_opened == 1
+    finally:
+        publisher.close()
+    assert sorted(_take_messages(rabbit.url, queue_name)) == sorted(sent)
+    assert len(sent) == 16 * 25
+
+
+def test_a_message_the_broker_refuses_is_broker_unavailable(rabbit):
+    """A queue that refuses new messages when full (a policy: at most one, reject-publish)
+    answers basic.nack: the publish raises, and the next after it is refused too. (A classic
+    queue: a quorum queue applies its length limit a little late, and may take a second.)"""
+    queue_name = _queue_name()
+    subprocess.run(
+        [
+            "rabbitmqctl", "-n", rabbit.name, "set_policy", "full", f"^{queue_name}$",
+            '{"max-length": 1, "overflow": "reject-publish"}', "--apply-to", "queues",
+        ],
+        env=rabbit.env, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    publisher = Publisher(rabbit.url, queue_name, 5.0, queue_type=CLASSIC)
+    first = uuid.uuid4()
+    try:
+        publisher.publish(first)
+        with pytest.raises(BrokerUnavailable, match="nack"):
+            publisher.publish(uuid.uuid4())
+        with pytest.raises(BrokerUnavailable, match="nack"):
+            publisher.publish(uuid.uuid4())
+    finally:
+        publisher.close()
+    assert _take_messages(rabbit.url, queue_name) == [str(first)]
+
+
+def test_a_publish_after_a_broker_restart_recovers_and_close_stops_the_io_thread(rabbit, caplog):
     """The broker restarts while the publisher is idle: the next publish reconnects and succeeds
-    (one failed try at most). The keep-alive thread starts on the first publish, not before, and
+    (one failed try at most). The I/O thread starts on the first publish, not before, and
     ``close`` stops it."""
     caplog.set_level(logging.WARNING)
     queue_name = _queue_name()
     publisher = Publisher(rabbit.url, queue_name, 5.0, heartbeat_seconds=HEARTBEAT_SECONDS)
     first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     try:
-        assert _keepalive_threads(queue_name) == [], "started before the first publish"
+        assert _io_threads(queue_name) == [], "started before the first publish"
         publisher.publish(first)
-        assert len(_keepalive_threads(queue_name)) == 1
+        assert len(_io_threads(queue_name)) == 1
 
         rabbit.restart()
 
         publisher.publish(second)
         tries = _failed_tries(caplog)
         assert len(tries) <= 1 and all("(try 1)" in t for t in tries), tries
-        assert len(_keepalive_threads(queue_name)) == 1, "the keep-alive died with the broker"
+        assert len(_io_threads(queue_name)) == 1, "the I/O thread died with the broker"
     finally:
         publisher.close()
-    assert _keepalive_threads(queue_name) == []
+    assert _io_threads(queue_name) == []
 
-    # A publisher closed and used again starts a keep-alive again, and stops it again.
+    # A publisher closed and used again starts an I/O thread again, and stops it again.
     try:
         publisher.publish(third)
-        assert len(_keepalive_threads(queue_name)) == 1
+        assert len(_io_threads(queue_name)) == 1
     finally:
         publisher.close()
-    assert _keepalive_threads(queue_name) == []
+    assert _io_threads(queue_name) == []
     # Persistent messages in a durable queue outlive the restart.
     assert _take_messages(rabbit.url, queue_name) == [str(first), str(second), str(third)]
+
+
+def test_a_broker_that_is_away_is_broker_unavailable_after_two_tries(caplog):
+    from tests.service import free_port
+
+    caplog.set_level(logging.WARNING)
+    nowhere = Publisher(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", _queue_name(), 1)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            nowhere.publish(uuid.uuid4())
+        assert len(_failed_tries(caplog)) == 2
+    finally:
+        nowhere.close()
+
+
+def test_a_forked_child_publishes_on_a_connection_of_its_own(config):
+    """gunicorn forks after building the app: a child must not use (or close) its parent's
+    connection, and the parent's must outlive the child."""
+    import os
+
+    queue_name = _queue_name()
+    publisher = Publisher(config.amqp_url, queue_name, 5.0)
+    first, from_child, last = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    try:
+        publisher.publish(first)
+        parents = _connection_of(publisher)
+        pid = os.fork()
+        if pid == 0:  # the child: publish, and say how it went in the exit status
+            code = 1
+            try:
+                publisher.publish(from_child)
+                code = 0 if _connection_of(publisher) is not parents else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        publisher.publish(last)
+        assert _connection_of(publisher) is parents and parents.is_open
+    finally:
+        publisher.close()
+    try:
+        assert _take_messages(config.amqp_url, queue_name) == [
+            str(first),
+            str(from_child),
+            str(last),
+        ]
+    finally:
+        _delete_queue(config.amqp_url, queue_name)
+
+
+def test_with_several_brokers_the_first_that_answers_takes_the_messages(config):
+    from tests.service import free_port
+
+    queue_name = _queue_name()
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    publisher = Publisher(f"{nowhere},{config.amqp_url}", queue_name, 2.0)
+    task_id = uuid.uuid4()
+    try:
+        publisher.publish(task_id)
+        assert _connection_of(publisher).params.port == pika.URLParameters(config.amqp_url).port
+    finally:
+        publisher.close()
+    try:
+        assert _take_messages(config.amqp_url, queue_name) == [str(task_id)]
+    finally:
+        _delete_queue(config.amqp_url, queue_name)

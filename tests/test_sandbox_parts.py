@@ -10,18 +10,13 @@ import time
 import pytest
 
 from taskservice.config import Language, default_languages
-from taskservice.model import TaskStatus
+from taskservice.model import TaskFile, TaskStatus
 from taskservice.sandbox import SandboxJob, SandboxSettings
 from taskservice.sandbox.framing import STDERR, STDOUT, OutputCapture, frame, pump
 from taskservice.sandbox.janitor import abandoned_after, parse_engine_time
 from taskservice.sandbox.outcome import EndedBy, classify, signal_name
-from taskservice.sandbox.spec import (
-    SERVICE_LABEL,
-    TASK_LABEL,
-    TIMEOUT_LABEL,
-    container_spec,
-    encode_input,
-)
+from taskservice.sandbox.protocol import encode_input
+from taskservice.sandbox.spec import SERVICE_LABEL, TASK_LABEL, TIMEOUT_LABEL, container_spec
 
 PYTHON = default_languages("some/image:1")["python"]
 
@@ -39,7 +34,8 @@ def job(**changes) -> SandboxJob:
 
 
 def test_container_spec_locks_the_container_down():
-    spec = container_spec(job(), SandboxSettings(cpus=0.5, pids=32, tmp_mb=8, runtime=""))
+    settings = SandboxSettings(cpus=0.5, pids=32, tmp_mb=8, runtime="", max_files_bytes=3 * 2**20)
+    spec = container_spec(job(), settings)
     assert spec["image"] == "some/image:1"
     assert spec["user"] == "65534:65534"
     assert spec["network_disabled"] is True and "network_mode" not in spec
@@ -51,7 +47,8 @@ def test_container_spec_locks_the_container_down():
     assert (spec["mem_limit"], spec["memswap_limit"]) == ("96m", "96m")  # no swap
     assert spec["nano_cpus"] == 500_000_000
     assert spec["pids_limit"] == 32
-    assert spec["tmpfs"] == {"/tmp": "rw,noexec,nosuid,nodev,size=8m,nr_inodes=8192,mode=1777"}
+    # tmp_mb for the program, and room for the files: 3 MiB and 1 for their pages' rounding.
+    assert spec["tmpfs"] == {"/tmp": "rw,noexec,nosuid,nodev,size=12m,nr_inodes=8192,mode=1777"}
     assert {u["Name"]: (u["Soft"], u["Hard"]) for u in spec["ulimits"]} == {
         "nofile": (256, 256),
         "core": (0, 0),
@@ -97,8 +94,18 @@ def test_container_spec_takes_the_runtime_when_set():
     assert container_spec(job(), SandboxSettings(runtime="runsc"))["runtime"] == "runsc"
 
 
-def test_input_is_the_header_the_code_then_stdin():
-    assert encode_input(job(code=b"ab\n", stdin=b"\x00z")) == b"3\nab\n\x00z"
+def test_the_bootstrap_runs_without_site_or_user_paths():
+    assert container_spec(job(), SandboxSettings())["command"][:3] == ["python3", "-I", "-S"]
+
+
+def test_input_is_the_header_the_code_the_files_then_stdin():
+    files = (TaskFile("a.csv", b"1,2"), TaskFile("d/\u00e9", b"\x00"))
+    settings = SandboxSettings(max_artifacts=3, max_artifact_bytes=1000)
+    encoded = encode_input(job(code=b"ab\n", stdin=b"\x00z", files=files), settings, "n0")
+    block = b"\x00\x05a.csv" + (3).to_bytes(8, "big") + b"1,2"
+    block += b"\x00\x04d/\xc3\xa9" + (1).to_bytes(8, "big") + b"\x00"
+    assert encoded == b"3 %d 3 1000 n0\n" % len(block) + b"ab\n" + block + b"\x00z"
+    assert encode_input(job(code=b"", stdin=b""), settings, "n1") == b"0 0 3 1000 n1\n"
 
 
 def test_capture_demultiplexes_frames_split_anywhere():

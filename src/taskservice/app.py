@@ -10,7 +10,7 @@ from pathlib import Path
 import falcon
 from limits.storage import Storage
 
-from taskservice import errors, http_errors, tracing
+from taskservice import errors, http_errors, json_codec, tracing
 from taskservice.api_keys import ApiKeys
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.client_addresses import ClientAddresses
@@ -194,6 +194,9 @@ def create_app(
     # checked while it is read, before it is parsed (json_body.py).
     app.req_options.media_handlers = falcon.media.Handlers(
         {falcon.MEDIA_JSON: CheckedJSONHandler()}
+    )
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
+        dumps=json_codec.dumps, loads=json_codec.loads
     )
     app.set_error_serializer(http_errors.serialize_error)
     app.add_error_handler(Exception, http_errors.map_unexpected_error)

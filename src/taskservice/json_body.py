@@ -18,13 +18,13 @@ scan either ends or refuses.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import falcon
 import falcon.media
 
+from taskservice import json_codec
 from taskservice.http_errors import InvalidRequest
 
 # A valid request is one object of a few keys (POST /task: at most 25 tokens) and the files
@@ -124,9 +124,9 @@ def read_checked(stream, content_length: int | None) -> bytes:
     return b"".join(chunks)
 
 
-def _loads(text: str) -> Any:
+def _loads(text: str | bytes) -> Any:
     try:
-        return json.loads(text)
+        return json_codec.loads(text)
     except RecursionError:
         # Unreachable past the depth limit; kept so that a RecursionError can never be a 500.
         raise ValueError("The JSON is nested too deeply.") from None
@@ -147,6 +147,6 @@ class CheckedJSONHandler(falcon.media.JSONHandler):
         if not data:
             raise falcon.MediaNotFoundError("JSON")
         try:
-            return _loads(data.decode())
+            return _loads(data)
         except ValueError as exc:  # bad UTF-8 or bad JSON: 400, as Falcon's own handler says
             raise falcon.MediaMalformedError("JSON") from exc

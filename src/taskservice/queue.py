@@ -1,53 +1,49 @@
-"""RabbitMQ: the API's publisher (the blocking one: each thread waits for its own confirm)."""
+"""RabbitMQ: the publisher of task messages (the API's submissions, the sweeper's resends, the
+worker's step-asides). One connection per process, asynchronous confirms
+(publisher_connection.py); each publishing thread waits for the confirm of its own message."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import threading
 import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pika
-import pika.exceptions
 
 from taskservice import request_ids, tracing
 from taskservice.broker import connection_parameters, encode_message
 from taskservice.errors import BrokerUnavailable
 from taskservice.metrics import BROKER, NO_METRICS, NoMetrics
-from taskservice.queue_topology import DEAD_LETTER_MAX_LENGTH, QUORUM, declare_topology
+from taskservice.publisher_connection import (
+    ConfirmLost,
+    ConnectFailed,
+    OutgoingMessage,
+    PublisherConnection,
+    Refused,
+)
+from taskservice.queue_topology import DEAD_LETTER_MAX_LENGTH, QUORUM
 
 log = logging.getLogger(__name__)
 
 
-class _ThreadChannel:
-    """One thread's connection and confirming channel, and the lock that serializes their use."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.owner = threading.current_thread()
-        self.connection: pika.BlockingConnection | None = None
-        self.channel = None
-
-
 class Publisher:
-    """Publishes task ids as persistent messages and waits for the broker's confirm.
+    """Publishes task ids as persistent messages and returns once the broker confirms them.
 
-    Each thread that publishes has a connection of its own, opened on its first publish (so
-    after gunicorn forks) and reopened after any failure, so the API recovers by itself when the
-    broker comes back. pika's blocking connection is not thread-safe, so none is shared; with one
-    per thread, the request threads wait for their confirms at the same time instead of in turn
-    behind one lock, which is most of what a submission costs.
+    Its connection is opened by the first publish, so after gunicorn forks (a process that finds
+    itself in a child of the one that opened it starts one of its own), and opened again after
+    the broker closes it: the API recovers by itself when the broker comes back. One connection
+    per process, owned by one I/O thread, carries every thread's messages; each thread waits on
+    the future of its own message, completed by the broker's confirm of its delivery tag. Before,
+    each request thread had a blocking connection of its own and waited in pika's loop; the
+    measured gain is in the README's Performance section. Heartbeats are sent by the I/O thread,
+    so an idle connection stays open without help.
 
-    A blocking connection only sends heartbeats while pika runs its I/O loop (inside a publish),
-    so an idle one would be dropped by the broker after two missed heartbeats, and the next
-    publish would pay for a failed try and a reconnect. A keep-alive thread, started on the first
-    publish, runs each idle connection's I/O loop every half heartbeat so that pika sends them.
-    Why not check a connection out only after validating it instead: that still reconnects on
-    the request path after every quiet minute (only more quietly), and it cannot see a
-    connection whose closing has not reached us yet. Keeping the connections alive avoids the
-    reconnect altogether; it also notices a connection the broker closed (a restart) and drops
-    it, so that the next publish opens a new one on its first try. The retry in ``publish``
-    stays for what happens in between.
+    A message whose confirm was lost with its connection is sent once more on a new connection:
+    the broker may then hold it twice, which is harmless (a worker's claim skips a task that is
+    running or done). A broker that cannot be reached twice, or that refuses the message
+    (``basic.nack``), is a ``BrokerUnavailable``: the caller's 201 means the message is on disk.
     """
 
     def __init__(
@@ -66,30 +62,9 @@ class Publisher:
         self._metrics = metrics  # counts each BrokerUnavailable raised here
         self._queue = queue_name
         self._timeout = timeout_seconds
-        self._heartbeat = heartbeat_seconds
-        self._local = threading.local()
-        self._threads: list[_ThreadChannel] = []
-        self._threads_lock = threading.Lock()  # guards _threads and _keepalive
-        self._keepalive: tuple[threading.Thread, threading.Event] | None = None
-
-    def _thread_channel(self) -> _ThreadChannel:
-        mine = getattr(self._local, "channel", None)
-        if mine is None:
-            mine = self._local.channel = _ThreadChannel()
-            with self._threads_lock:
-                self._threads.append(mine)
-        return mine
-
-    def _open_channel(self, mine: _ThreadChannel):
-        if mine.channel is not None and mine.channel.is_open:
-            return mine.channel
-        self._close(mine)
-        mine.connection = pika.BlockingConnection(self._params)
-        channel = mine.connection.channel()
-        channel.confirm_delivery()
-        declare_topology(channel, self._queue, self._dead_letter_max_length, self._queue_type)
-        mine.channel = channel
-        return channel
+        self._lock = threading.Lock()  # guards _connection and _pid
+        self._connection: PublisherConnection | None = None
+        self._pid: int | None = None
 
     def publish(self, task_id: uuid.UUID) -> None:
         """Return once the broker has the message on disk; raise BrokerUnavailable otherwise.
@@ -109,7 +84,6 @@ class Publisher:
         self._publish(task_id, dict(headers or {}))
 
     def _publish(self, task_id: uuid.UUID, headers: dict) -> None:
-        self._start_keepalive()
         body = encode_message(task_id)
         properties = pika.BasicProperties(
             content_type="application/json",
@@ -118,111 +92,47 @@ class Publisher:
             headers=headers or None,
         )
         error: Exception | None = None
-        mine = self._thread_channel()
-        # Besides this thread, only ``close`` and the keep-alive (for an instant, and never
-        # while a publish holds it) take the lock.
-        with mine.lock:
-            # One retry covers a connection the broker closed while we were idle (a restart
-            # the keep-alive has not noticed yet); a second failure means the broker is away.
-            for attempt in (1, 2):
-                try:
-                    channel = self._open_channel(mine)
-                    channel.basic_publish(
-                        exchange="",
-                        routing_key=self._queue,
-                        body=body,
-                        properties=properties,
-                        mandatory=True,
-                    )
-                    return
-                except (pika.exceptions.AMQPError, OSError) as exc:
-                    self._close(mine)
-                    log.warning("publish of task %s failed (try %d): %r", task_id, attempt, exc)
-                    error = exc
-            self._metrics.dependency_error(BROKER)
-            raise BrokerUnavailable(f"The message broker did not accept the task: {error!r}")
-
-    def _start_keepalive(self) -> None:
-        """Start the keep-alive thread unless it runs. Only ever from a publish: the API builds
-        its publisher before gunicorn forks, and a thread does not survive a fork (in the child
-        it is no longer alive, so the child's first publish starts one of its own)."""
-        if self._heartbeat <= 0:  # no heartbeats: nothing to keep alive
-            return
-        running = self._keepalive
-        if running is not None and running[0].is_alive():
-            return
-        with self._threads_lock:
-            if self._keepalive is not None and self._keepalive[0].is_alive():
+        # One retry covers a connection the broker closed under the message (a restart); a
+        # second failure means the broker is away.
+        for attempt in (1, 2):
+            message = OutgoingMessage(body, properties)
+            self._current_connection().send(message)
+            try:
+                # Connecting may take a timeout for the topology and one for the connection.
+                message.future.result(timeout=2 * self._timeout + 1)
                 return
-            stop = threading.Event()
-            thread = threading.Thread(
-                target=self._keep_alive,
-                args=(stop,),
-                name=f"publisher-keepalive {self._queue}",
-                daemon=True,
-            )
-            self._keepalive = (thread, stop)
-            thread.start()
+            except (ConfirmLost, ConnectFailed) as exc:
+                log.warning("publish of task %s failed (try %d): %s", task_id, attempt, exc)
+                error = exc
+            except (Refused, FutureTimeout) as exc:
+                message.abandoned = True
+                error = exc
+                break
+        self._metrics.dependency_error(BROKER)
+        raise BrokerUnavailable(f"The message broker did not accept the task: {error!r}")
 
-    def _keep_alive(self, stop: threading.Event) -> None:
-        # pika sends a heartbeat when its timer (half the heartbeat) is due and its I/O loop
-        # runs: running it every half heartbeat sends one at least every heartbeat, and the
-        # broker gives up only after two missed.
-        while not stop.wait(self._heartbeat / 2):
-            with self._threads_lock:
-                threads = list(self._threads)
-            for mine in threads:
-                # Without blocking: a publish that holds the lock services the heartbeats itself.
-                if not mine.lock.acquire(blocking=False):
-                    continue
-                try:
-                    self._service(mine)
-                except Exception:  # the keep-alive must outlive anything one connection does
-                    log.exception("keep-alive of a publisher connection failed")
-                    self._close(mine)
-                finally:
-                    mine.lock.release()
-
-    def _service(self, mine: _ThreadChannel) -> None:
-        """Let pika send and receive heartbeats on an idle connection; the caller holds its lock."""
-        if not mine.owner.is_alive():
-            # Its thread is gone, and nothing will publish on the connection again.
-            self._close(mine)
-            with self._threads_lock, contextlib.suppress(ValueError):
-                self._threads.remove(mine)
-            return
-        connection = mine.connection
-        if connection is None:
-            return
-        # A connection the broker closed (a restart, say) is dropped now, so that the next
-        # publish opens a new one on its first try instead of failing one on this.
-        if not connection.is_open:
-            self._close(mine)
-            return
-        try:
-            connection.process_data_events(time_limit=0)
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            log.info("publisher connection lost while idle: %r", exc)
-            self._close(mine)
-
-    @staticmethod
-    def _close(mine: _ThreadChannel) -> None:
-        connection, mine.connection, mine.channel = mine.connection, None, None
-        if connection is not None and connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                connection.close()
+    def _current_connection(self) -> PublisherConnection:
+        """This process's I/O thread, started on first use: threads do not survive a fork, so
+        a child finds its parent's object dead (or another pid on it) and starts its own."""
+        pid = os.getpid()
+        with self._lock:
+            current = self._connection
+            if current is None or self._pid != pid or not current.is_alive():
+                current = PublisherConnection(
+                    self._params,
+                    self._queue,
+                    self._dead_letter_max_length,
+                    self._queue_type,
+                    thread_name=f"publisher-io {self._queue}",
+                )
+                current.start()
+                self._connection, self._pid = current, pid
+            return current
 
     def close(self) -> None:
-        """Stop the keep-alive and close every thread's connection (a later publish reopens)."""
-        with self._threads_lock:
-            keepalive, self._keepalive = self._keepalive, None
-            threads = list(self._threads)
-        if keepalive is not None:
-            thread, stop = keepalive
-            stop.set()
-            # Not under _threads_lock, which the keep-alive takes; it holds a connection's lock
-            # only for one quick turn of pika's I/O loop.
-            thread.join(timeout=self._timeout + 5)
-        for mine in threads:
-            with mine.lock:
-                self._close(mine)
+        """Close the connection and end its I/O thread (a later publish starts them again)."""
+        with self._lock:
+            current, self._connection = self._connection, None
+            mine = self._pid == os.getpid()
+        if current is not None and mine:
+            current.stop(timeout=self._timeout + 5)

@@ -46,6 +46,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from taskservice.client_addresses import ClientAddresses
 from taskservice.http_errors import TooManyRequests
 from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
+from taskservice.rate_limit_counts import hit_and_stats
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ AUTH_ROUTES = frozenset({"/register", "/login"})
 SUBMIT_ROUTES = frozenset({"/task", "/judge0/submissions", "/judge0/submissions/batch"})
 UNLIMITED_ROUTES = frozenset({"/ready", "/metrics"})
 KEY_PREFIX = "taskservice:ratelimit"
-# Short: a request waits at most this long for a Redis that does not answer (twice: the count,
-# then the remaining quota), and then goes on without a limit.
+# Short: a request waits at most this long for a Redis that does not answer (one round trip:
+# the count and the remaining quota, rate_limit_counts.py), and then goes on without a limit.
 SOCKET_TIMEOUT_SECONDS = 0.25
 PAUSE_AFTER_FAILURE_SECONDS = 1.0
 WARNING_INTERVAL_SECONDS = 10.0
@@ -151,8 +152,7 @@ class RateLimiter:
             return None
         policy = self._policies[name]
         try:
-            allowed = self._strategy.hit(policy.item, name, *identity)
-            stats = self._strategy.get_window_stats(policy.item, name, *identity)
+            allowed, stats = hit_and_stats(self._strategy, policy.item, name, *identity)
         except (limits.errors.StorageError, redis.RedisError, OSError) as exc:
             self._failed(exc)
             return None

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import redis
 
+from taskservice import json_codec
 from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
 from taskservice.model import RunOutcome, Task, TaskResult, TaskStatus
 from taskservice.task_views import deletion_body, result_body, status_body
@@ -178,9 +179,9 @@ class StatusCache:
         deleted = values[4] if with_result else None
         return CachedTask(
             owner=uuid.UUID(owner),
-            status=json.loads(values[2]),
-            result=json.loads(result) if result else None,
-            deleted=json.loads(deleted) if deleted else None,
+            status=json_codec.loads(values[2]),
+            result=json_codec.loads(result) if result else None,
+            deleted=json_codec.loads(deleted) if deleted else None,
         )
 
     # --- writes ---------------------------------------------------------------------------

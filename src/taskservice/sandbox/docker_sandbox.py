@@ -1,8 +1,10 @@
 """One fresh, locked-down Docker container per task: create, attach, start, supervise, remove.
 
-What the container is lives in ``spec``; the byte stream in ``framing``; what an ending means in
-``outcome``; memory sampling in ``memory``; the removal of abandoned containers in ``janitor``;
-containers started ahead of their task in ``pool``; removal off the task's path in ``remover``.
+What the container is lives in ``spec``; what the worker and the container's ``bootstrap`` say
+in ``protocol`` and ``artifacts``; a started container's run in ``supervisor``; the byte stream
+in ``framing``; what an ending means in ``outcome``; memory sampling in ``memory``; the removal
+of abandoned containers in ``janitor``; containers started ahead of their task in ``pool``;
+removal off the task's path in ``remover``.
 This module only drives the engine. It knows nothing of PostgreSQL or RabbitMQ.
 """
 
@@ -23,19 +25,12 @@ from opentelemetry import trace
 from taskservice.config import Language
 from taskservice.metrics import DOCKER, NO_METRICS, NoMetrics
 from taskservice.model import RunOutcome, TaskStatus
-from taskservice.sandbox import framing
 from taskservice.sandbox.errors import SandboxFailure, SandboxUnavailable
 from taskservice.sandbox.janitor import Janitor
-from taskservice.sandbox.memory import MemorySampler
-from taskservice.sandbox.outcome import EndedBy, classify
-from taskservice.sandbox.pool import PoolSettings, Warm, WarmPool, task_name
+from taskservice.sandbox.pool import PoolSettings, Warm, WarmPool, close_attach, task_name
 from taskservice.sandbox.remover import BackgroundRemover
-from taskservice.sandbox.spec import (
-    SandboxJob,
-    SandboxSettings,
-    container_spec,
-    encode_input,
-)
+from taskservice.sandbox.spec import SandboxJob, SandboxSettings, container_spec
+from taskservice.sandbox.supervisor import OOM_EVENT_WAIT_SECONDS, WAIT_SECONDS, supervise
 
 log = logging.getLogger(__name__)
 # OpenTelemetry's global tracer: a no-op until the worker sets up a provider (taskservice.tracing).
@@ -46,13 +41,10 @@ _tracer = trace.get_tracer(__name__)
 # engine this was checked on; newer engines accept it.
 DOCKER_API_VERSION = "1.41"
 DOCKER_TIMEOUT_SECONDS = 30
-_STOP_GRACE_SECONDS = 5
-_WAIT_SECONDS = _STOP_GRACE_SECONDS + 10
-_OOM_EVENT_WAIT_SECONDS = 2.0
 # The longest a live worker may still use its container after the deadline: a kill and a
 # reload that each may take the client's whole timeout, the wait, and the OOM record's delay.
 # The janitor's grace must exceed it (config.MIN_SANDBOX_ORPHAN_GRACE_SECONDS).
-POST_DEADLINE_WORK_SECONDS = 2 * DOCKER_TIMEOUT_SECONDS + _WAIT_SECONDS + _OOM_EVENT_WAIT_SECONDS
+POST_DEADLINE_WORK_SECONDS = 2 * DOCKER_TIMEOUT_SECONDS + WAIT_SECONDS + OOM_EVENT_WAIT_SECONDS
 
 _DOCKER_ERRORS = (docker.errors.APIError, requests.exceptions.RequestException)
 
@@ -143,7 +135,7 @@ class DockerSandbox:
             raise SandboxUnavailable(f"Docker failed while running the task: {exc}") from exc
         finally:
             if warm is not None:
-                self._close_attach(warm.attach, warm.sock)  # closed already, unless it never ran
+                close_attach(warm.attach, warm.sock)  # closed already, unless it never ran
             with self._active_lock:
                 self._active.pop(container.id, None)
                 self._task_of.pop(container.id, None)
@@ -260,7 +252,7 @@ class DockerSandbox:
             started = time.monotonic()
             self._metrics.sandbox_started(started - began)
         except BaseException:
-            self._close_attach(attach, sock)
+            close_attach(attach, sock)
             raise  # nothing ran: the engine's failure, which the caller may retry
         try:
             # From the start until the exit status is known: the program's own run.
@@ -273,66 +265,14 @@ class DockerSandbox:
                 f"Docker failed while the program ran, so its outcome is unknown: {exc}"
             ) from exc
 
-    @staticmethod
-    def _close_attach(attach, sock: socket.socket) -> None:
-        # Closing the socket first: kill() and remove() can block for the whole API timeout
-        # while an attach stream is still open.
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            sock.close()
-        with contextlib.suppress(OSError):
-            attach.close()
-
     def _supervise(self, container, job: SandboxJob, attach, sock, started: float) -> RunOutcome:
-        capture = framing.OutputCapture(self._settings.max_output_bytes, on_output=job.on_output)
-        sampler = MemorySampler(self._client, container.id)
-        try:
-            sampler.start()
-            ended_by = framing.pump(sock, encode_input(job), capture, started + job.timeout_seconds)
-        finally:
-            memory_peak_bytes = sampler.stop()
-            self._close_attach(attach, sock)
-        if ended_by is not EndedBy.EXIT:
-            with contextlib.suppress(docker.errors.APIError):
-                container.kill()
-        exit_code = container.wait(timeout=_WAIT_SECONDS)["StatusCode"]
-        duration_ms = int((time.monotonic() - started) * 1000)
-        with self._active_lock:
-            killed_by_us = container.id in self._cancelled
-        oom_killed = self._oom_killed(
-            container, probably=ended_by is EndedBy.EXIT and exit_code == 137 and not killed_by_us
-        )
-        return classify(
-            ended_by=ended_by,
-            exit_code=exit_code,
-            oom_killed=oom_killed,
-            timeout_seconds=job.timeout_seconds,
-            memory_mb=job.memory_mb,
-            max_output_bytes=self._settings.max_output_bytes,
-            stdout=bytes(capture.buffers[framing.STDOUT]),
-            stderr=bytes(capture.buffers[framing.STDERR]),
-            stdout_truncated=capture.truncated[framing.STDOUT],
-            stderr_truncated=capture.truncated[framing.STDERR],
-            duration_ms=duration_ms,
-            memory_peak_bytes=memory_peak_bytes,
-        )
+        def killed_by_us() -> bool:
+            with self._active_lock:
+                return container.id in self._cancelled
 
-    @staticmethod
-    def _oom_killed(container, probably: bool) -> bool:
-        """Read State.OOMKilled; when a SIGKILL nobody sent makes it likely, wait for it a little.
-
-        The engine records the OOM event separately from the exit, and under load the exit can
-        come first: reading at once would report an out-of-memory kill as a plain SIGKILL.
-        """
-        give_up = time.monotonic() + (_OOM_EVENT_WAIT_SECONDS if probably else 0)
-        while True:
-            container.reload()
-            if container.attrs["State"].get("OOMKilled"):
-                return True
-            if time.monotonic() >= give_up:
-                return False
-            time.sleep(0.1)
+        return supervise(
+            self._client, self._settings, container, job, attach, sock, started, killed_by_us
+        )
 
     def _remove(self, container) -> None:
         try:

@@ -2,7 +2,8 @@
 
 A non-TTY attach multiplexes stdout and stderr on one socket, each frame an 8-byte header
 (stream id, three zero bytes, big-endian payload length) and its payload. ``OutputCapture``
-takes the frames apart and keeps at most ``cap`` bytes of each stream; ``pump`` sends the input
+takes the frames apart and keeps at most ``cap`` bytes of each stream (stdout without the
+artifacts' trailer, which its ``splitter`` takes off: ``artifacts``); ``pump`` sends the input
 and reads output until the program exits, the deadline passes or a stream goes over the cap.
 Both work on any socket, so they are tested on a socketpair.
 """
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from taskservice.sandbox.artifacts import StdoutSplitter
 from taskservice.sandbox.outcome import EndedBy
 
 FRAME_HEADER = struct.Struct(">BxxxL")
@@ -37,6 +39,8 @@ class OutputCapture:
     # Told of each piece of output as it is kept (live output); called on the read loop itself,
     # so it must return at once.
     on_output: Callable[[int, bytes], None] | None = None
+    # Takes the artifacts' trailer off stdout: neither counted, nor shown, nor stored as output.
+    splitter: StdoutSplitter | None = None
     buffers: dict[int, bytearray] = field(
         default_factory=lambda: {STDOUT: bytearray(), STDERR: bytearray()}
     )
@@ -54,13 +58,23 @@ class OutputCapture:
             del self._pending[:end]
             if stream not in self.buffers:
                 continue
-            room = self.cap - len(self.buffers[stream])
-            if len(payload) > room:
-                self.truncated[stream] = True
-            kept = payload[: max(room, 0)]
-            self.buffers[stream] += kept
-            if kept and self.on_output is not None:
-                self.on_output(stream, kept)  # a fresh slice: nothing changes it later
+            if stream == STDOUT and self.splitter is not None:
+                payload = self.splitter.split(payload)
+            self._keep(stream, payload)
+
+    def finish(self) -> None:
+        """The stream has ended: keep what the splitter held back."""
+        if self.splitter is not None:
+            self._keep(STDOUT, self.splitter.flush())
+
+    def _keep(self, stream: int, payload: bytes) -> None:
+        room = self.cap - len(self.buffers[stream])
+        if len(payload) > room:
+            self.truncated[stream] = True
+        kept = payload[: max(room, 0)]
+        self.buffers[stream] += kept
+        if kept and self.on_output is not None:
+            self.on_output(stream, kept)  # a fresh slice: nothing changes it later
 
     @property
     def over_cap(self) -> bool:

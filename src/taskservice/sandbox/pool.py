@@ -3,7 +3,7 @@
 A container's start is most of a cold run's cost (sandbox-facts: ~130 ms of ~170 ms), and it
 does not depend on the task: the container is the same for every task of a language. So each
 worker keeps ``size`` containers per language that has had a task, each started and waiting in
-the bootstrap (see ``spec``) for its header and code on the attach stream. A task takes one,
+its ``bootstrap`` for its header and code on the attach stream (``protocol``). A task takes one,
 sends its code, and the container ends with the program: **each container runs one task**, and
 is then removed. Taking one starts a refill in the background.
 

@@ -2,13 +2,13 @@
 
 Nothing here talks to Docker, so each option can be asserted without an engine.
 
-Code and stdin travel *into* the container over the attach socket, as one byte stream: a header
-line with the code's length, the code, then stdin. A tiny bootstrap (PID 2, under docker-init)
-reads exactly that many bytes, writes the code to a file on the container's own tmpfs, and execs
-the interpreter on it (the task's arguments after it) with the rest of the stream as the
-program's stdin. There are no bind
-mounts and no ``put_archive``, so nothing the program plants in its filesystem can make the
-worker read or write a host path.
+Code, files and stdin travel *into* the container over the attach socket, as one byte stream,
+and the files the program leaves in ``out/`` come back over it after the program's output
+(``protocol``). A bootstrap under docker-init (``bootstrap``) writes the code and files to the
+container's own tmpfs, runs the interpreter on the code as its child, and sends the artifacts
+once everything else in the container has ended. There are no bind mounts, no ``put_archive``
+and no reads of paths inside the container, so nothing the program plants in its filesystem can
+make the worker read or write a host path.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import docker.types
 
 from taskservice.config import Language
 from taskservice.model import TaskFile
+from taskservice.sandbox.protocol import bootstrap_command
 
 SERVICE_LABEL = "taskservice.role"
 SERVICE_LABEL_VALUE = "sandbox"
@@ -29,33 +30,10 @@ TASK_LABEL = "taskservice.task_id"
 # engine's State.StartedAt): the limit counts from the start, however late that came.
 TIMEOUT_LABEL = "taskservice.timeout_seconds"
 
-# Reads the header line and the code from fd 0 with raw os.read calls (a buffered reader would
-# swallow the start of the user's stdin), writes the code file, then execs the interpreter.
-BOOTSTRAP = """\
-import os, sys
-header = b""
-while not header.endswith(b"\\n"):
-    byte = os.read(0, 1)
-    if not byte:
-        sys.exit("sandbox bootstrap: input ended before the header")
-    header += byte
-remaining = int(header)
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-while remaining:
-    chunk = os.read(0, min(remaining, 65536))
-    if not chunk:
-        sys.exit("sandbox bootstrap: input ended inside the code")
-    os.write(fd, chunk)
-    remaining -= len(chunk)
-os.close(fd)
-count = int(sys.argv[2])
-interpreter = sys.argv[3:3 + count]
-os.execvp(interpreter[0], interpreter + [sys.argv[1]] + sys.argv[3 + count:])
-"""
-
 SANDBOX_USER = "65534:65534"
 _SANDBOX_ENVIRONMENT = {"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 _TMP_INODES_PER_MB = 1024
+_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,6 +46,24 @@ class SandboxSettings:
     max_output_bytes: int = 1024 * 1024
     runtime: str = ""
     max_open_files: int = 256
+    # Files out: what one run may return from ./out/ (MAX_ARTIFACTS, MAX_ARTIFACT_BYTES).
+    max_artifacts: int = 32
+    max_artifact_bytes: int = 16 * _MIB
+    # Files in: the most a task's files may hold together (MAX_FILES_BYTES); /tmp has that much
+    # room on top of tmp_mb (see files_room_mb).
+    max_files_bytes: int = 8 * _MIB
+
+    @property
+    def files_room_mb(self) -> int:
+        """The room /tmp keeps for the task's files, beyond the program's own ``tmp_mb``: the
+        most they may hold, plus 1 MiB for their pages' rounding and their folders'. The same
+        for every container, whatever its task's files: a pooled container is made before its
+        task is known, and pooled and fresh containers must not differ. The program so has at
+        least ``tmp_mb`` of its own, and the room costs nothing until used (tmpfs pages are
+        charged to the task's memory limit when written, not before)."""
+        if self.max_files_bytes <= 0:
+            return 0
+        return -(-self.max_files_bytes // _MIB) + 1
 
 
 @dataclass(frozen=True)
@@ -86,34 +82,20 @@ class SandboxJob:
     on_output: Callable[[int, bytes], None] | None = field(default=None, compare=False)
 
 
-def encode_input(job: SandboxJob) -> bytes:
-    """The bytes the bootstrap reads from the attach stream: header line, code, then stdin."""
-    return b"%d\n" % len(job.code) + job.code + job.stdin
-
-
 def container_spec(job: SandboxJob, settings: SandboxSettings) -> dict[str, Any]:
     """The keyword arguments of ``containers.create`` for one job's container."""
     language = job.language
     memory = f"{job.memory_mb}m"
     # Each file costs about 1 KiB of kernel memory, charged to the task: without an inode
     # cap, empty files would exhaust the memory limit long before the tmpfs's size.
+    # The files' room adds no inodes: they are few (MAX_FILES), and take them from tmp_mb's.
     tmp_options = (
-        f"rw,noexec,nosuid,nodev,size={settings.tmp_mb}m,"
+        f"rw,noexec,nosuid,nodev,size={settings.tmp_mb + settings.files_room_mb}m,"
         f"nr_inodes={settings.tmp_mb * _TMP_INODES_PER_MB},mode=1777"
     )
     return {
         "image": language.image,
-        # The bootstrap's argv: the code file, how many words the interpreter's command has,
-        # that command, then the program's own arguments, which go after the code file.
-        "command": [
-            "python3",
-            "-c",
-            BOOTSTRAP,
-            f"/tmp/{language.filename}",
-            str(len(language.command)),
-            *language.command,
-            *job.arguments,
-        ],
+        "command": bootstrap_command(job),
         # stdin_open without detach is how the SDK sets StdinOnce: closing our write side of the
         # attach socket then closes the program's stdin.
         "stdin_open": True,

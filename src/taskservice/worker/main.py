@@ -48,6 +48,9 @@ def sandbox_settings(config: Config) -> SandboxSettings:
         tmp_mb=config.task_tmp_mb,
         max_output_bytes=config.max_output_bytes,
         runtime=config.sandbox_runtime,
+        max_artifacts=config.max_artifacts,
+        max_artifact_bytes=config.max_artifact_bytes,
+        max_files_bytes=config.max_files_bytes,
     )
 
 

@@ -1,0 +1,48 @@
+"""The count and the window's figures in one round trip agree with the `limits` library's own
+calls, on a Redis of the test's own."""
+
+from __future__ import annotations
+
+import limits
+import redis
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from taskservice.rate_limit_counts import hit_and_stats
+from taskservice.rate_limits import redis_storage
+
+
+def test_counts_and_figures_are_the_librarys_and_survive_a_script_flush(redis_server):
+    storage = redis_storage(redis_server.url)
+    strategy = SlidingWindowCounterRateLimiter(storage)
+    item = limits.parse("5/minute")
+    answers = [hit_and_stats(strategy, item, "test", "one")]  # loads the scripts
+    library_calls = []
+    hit = strategy.hit
+    strategy.hit = lambda *args: library_calls.append(args) or hit(*args)
+    answers += [hit_and_stats(strategy, item, "test", "one") for _ in range(6)]
+    assert library_calls == [], "counted by the library's own call, not in one round trip"
+
+    assert [allowed for allowed, _ in answers] == [True] * 5 + [False] * 2
+    assert [stats.remaining for _, stats in answers] == [4, 3, 2, 1, 0, 0, 0]
+    own = strategy.get_window_stats(item, "test", "one")
+    assert own.remaining == 0
+    assert abs(own.reset_time - answers[-1][1].reset_time) < 1.0
+    assert not strategy.test(item, "test", "one")  # the library sees the same count
+
+    # A Redis that lost its scripts (restarted, flushed) is answered all the same.
+    redis.Redis.from_url(redis_server.url).script_flush()
+    allowed, stats = hit_and_stats(strategy, item, "test", "two")
+    assert allowed and stats.remaining == 4
+    allowed, stats = hit_and_stats(strategy, item, "test", "two")
+    assert allowed and stats.remaining == 3
+
+
+def test_other_storages_take_the_librarys_two_calls():
+    strategy = SlidingWindowCounterRateLimiter(limits.storage.MemoryStorage())
+    item = limits.parse("2/minute")
+    answers = [hit_and_stats(strategy, item, "memory") for _ in range(3)]
+    assert [(allowed, stats.remaining) for allowed, stats in answers] == [
+        (True, 1),
+        (True, 0),
+        (False, 0),
+    ]
