@@ -96,6 +96,7 @@ bench: venv services docker image
 	$(BIN)/python -m bench.waiters
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.footprint
+	$(BIN)/python -m bench.files
 	@$(BIN)/python -m bench.report
 
 # 200 clients following tasks' live output (GET /task/{id}/events) while wrk reads statuses.

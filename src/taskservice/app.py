@@ -28,6 +28,7 @@ from taskservice.readiness import Readiness
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.api_keys import ApiKeyResource, ApiKeysResource
+from taskservice.resources.artifacts import ArtifactResource
 from taskservice.resources.docs import OpenApiResource
 from taskservice.resources.events import TaskEventsResource
 from taskservice.resources.health import HealthResource
@@ -59,6 +60,7 @@ from taskservice.store.db import Database
 from taskservice.store.judge0 import Judge0Store
 from taskservice.store.languages import LanguageVersionStore
 from taskservice.store.retention import RetentionStore
+from taskservice.store.task_files import ArtifactStore
 from taskservice.store.task_listing import TaskListing
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
@@ -167,6 +169,9 @@ def create_app(
         memory_max_mb=config.task_memory_max_mb,
         max_code_bytes=config.max_code_bytes,
         max_stdin_bytes=config.max_stdin_bytes,
+        max_files=config.max_files,
+        max_files_bytes=config.max_files_bytes,
+        code_filenames=frozenset(language.filename for language in config.languages.values()),
         language_memory_mb={
             name: language.memory_mb
             for name, language in config.languages.items()
@@ -226,6 +231,11 @@ def create_app(
     app.add_route(
         "/result/{task_id:uuid}",
         TaskResultResource(queries, max_wait, config.result_retention_days),
+    )
+    # Files a task left in ./out/ (name: one folder level at most, so the path converter).
+    app.add_route(
+        "/result/{task_id:uuid}/artifacts/{name:path}",
+        ArtifactResource(ArtifactStore(collaborators.db)),
     )
     # Retention: a finished task's data deleted at its owner's request.
     deletion = TaskDataDeletion(

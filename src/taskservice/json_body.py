@@ -1,6 +1,7 @@
 """Reading JSON request bodies without letting their shape cost memory.
 
-Every JSON body the API accepts is a flat object with a handful of keys. Python's parser turns
+Every JSON body the API accepts is a flat object with a handful of keys (POST /task's
+``files``: a short list of small objects). Python's parser turns
 each ``[]`` or ``0`` into an object of 50 to 100 bytes or more, so a body of 6 MiB of ``[],``
 (which fits POST /task's limit) becomes well over 100 MiB before validation could refuse it,
 and a parse error near the end does not help: everything before it has been built already.
@@ -26,9 +27,11 @@ import falcon.media
 from taskservice import json_codec
 from taskservice.http_errors import InvalidRequest
 
-# A valid request has one object of at most five keys (POST /task): 21 tokens. The slack lets
-# a body with a few unknown or misplaced fields through to validation, whose message names them.
-MAX_TOKENS = 256
+# A valid request is one object of a few keys (POST /task: at most 25 tokens) and the files
+# given with a task, 13 tokens each ({"name":..,"content":..,"encoding":..} and a comma), at most
+# 64 of them (MAX_FILES): 857. The slack lets a body with a few unknown or misplaced fields
+# through to validation, whose message names them.
+MAX_TOKENS = 1024
 MAX_DEPTH = 8
 CHUNK_BYTES = 64 * 1024
 

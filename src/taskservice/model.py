@@ -62,6 +62,8 @@ class TaskRequest:
     callback_url: str | None = None
     # Appended to the interpreter's argv after the code file (sys.argv[1:], "$@").
     arguments: tuple[str, ...] = ()
+    # Placed in the program's working directory beside the code file (task_files.py).
+    files: tuple[TaskFile, ...] = ()
 
 
 # How long a repeat with the same Idempotency-Key returns the task made the first time.
@@ -103,6 +105,16 @@ class TaskFile:
 
 
 @dataclass(frozen=True)
+class ArtifactInfo:
+    """What GET /result lists of one stored artifact; its bytes stay in PostgreSQL."""
+
+    name: str
+    size: int
+    content_type: str
+    sha256: str  # hex
+
+
+@dataclass(frozen=True)
 class RunOutcome:
     """What happened when a task ran (or could not run). Produced by the worker, stored once."""
 
@@ -121,6 +133,9 @@ class RunOutcome:
     # whether some were left out for the caps.
     artifacts: tuple[TaskFile, ...] = ()
     artifacts_truncated: bool = False
+    # The artifacts as stored, without their bytes: what GET /result lists. Set where the
+    # outcome is stored or read back (store/delivery.py, store/rows.py), not by the sandbox.
+    artifact_list: tuple[ArtifactInfo, ...] = ()
 
 
 class DeletedBy(enum.StrEnum):
@@ -158,3 +173,4 @@ class ClaimedTask:
     created_at: datetime | None = None
     started_at: datetime | None = None
     arguments: tuple[str, ...] = ()
+    files: tuple[TaskFile, ...] = ()

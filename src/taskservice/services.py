@@ -99,6 +99,14 @@ def request_fingerprint(request: TaskRequest) -> str:
         part = argument.encode()
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
+    # Likewise the files, only when there are any; a marker keeps a file's name and content
+    # from being taken for two arguments.
+    if request.files:
+        digest.update(b"\x00files")
+        for file in request.files:
+            for part in (file.name.encode(), file.content):
+                digest.update(len(part).to_bytes(8, "big"))
+                digest.update(part)
     return digest.hexdigest()
 
 

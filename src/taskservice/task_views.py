@@ -7,6 +7,7 @@ cached answer is byte for byte what PostgreSQL would give.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from taskservice.model import DataDeletion, RunOutcome, Task
 
@@ -70,7 +71,35 @@ def webhook_body(task: Task, outcome: RunOutcome) -> dict:
         "timeout": task.timeout_seconds,
         "memory_mb": task.memory_mb,
         "memory_peak_bytes": outcome.memory_peak_bytes,
+        **artifacts_fields(task, outcome),
     }
+
+
+def artifact_url(task: Task, name: str) -> str:
+    # Each part of the name percent-encoded; its one '/' stays a path separator.
+    return f"/result/{task.id}/artifacts/{quote(name, safe='/')}"
+
+
+def artifacts_fields(task: Task, outcome: RunOutcome) -> dict:
+    """``artifacts`` (and ``artifacts_truncated`` when some were left out), for a task that
+    left files in ./out/; nothing for one that did not, whose result stays as it always was."""
+    if not outcome.artifact_list and not outcome.artifacts_truncated:
+        return {}
+    fields: dict = {
+        "artifacts": [
+            {
+                "name": info.name,
+                "size": info.size,
+                "content_type": info.content_type,
+                "sha256": info.sha256,
+                "url": artifact_url(task, info.name),
+            }
+            for info in outcome.artifact_list
+        ]
+    }
+    if outcome.artifacts_truncated:
+        fields["artifacts_truncated"] = True
+    return fields
 
 
 def deletion_body(deleted: DataDeletion) -> dict:

@@ -10,6 +10,7 @@ from typing import Any
 
 from taskservice.http_errors import InvalidRequest, PayloadTooLarge
 from taskservice.model import TaskRequest
+from taskservice.task_files import FileCaps, FileRefused, FilesTooLarge, parse_files
 from taskservice.webhooks.destinations import parse_callback_url
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
@@ -30,6 +31,11 @@ class TaskLimits:
     max_code_bytes: int
     max_stdin_bytes: int
     memory_min_mb: int = 16
+    # Files given with a task (task_files.py), and the languages' code files, which no file
+    # may replace.
+    max_files: int = 16
+    max_files_bytes: int = 8 * 1024 * 1024
+    code_filenames: frozenset[str] = frozenset()
     # Languages whose tasks get other memory than memory_default_mb when they ask for none.
     language_memory_mb: Mapping[str, int] = field(default_factory=dict)
 
@@ -94,7 +100,9 @@ def credentials(media: Any) -> tuple[str, str]:
 
 def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     body = require_object(
-        media, {"code", "language", "stdin", "timeout", "memory_mb", "callback_url"}, {"code"}
+        media,
+        {"code", "language", "stdin", "timeout", "memory_mb", "callback_url", "files"},
+        {"code"},
     )
     language = body.get("language", "python")
     if not isinstance(language, str) or language not in limits.languages:
@@ -120,6 +128,15 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
     if "callback_url" in body:
         callback_url = _string(body, "callback_url")
         parse_callback_url(callback_url)  # its form here; where it leads when it is submitted
+    files = ()
+    if "files" in body:
+        caps = FileCaps(limits.max_files, limits.max_files_bytes)
+        try:
+            files = parse_files(body["files"], caps, limits.code_filenames)
+        except FilesTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        except FileRefused as exc:
+            raise InvalidRequest(str(exc)) from None
     return TaskRequest(
         language=language,
         code=code,
@@ -127,6 +144,7 @@ def task_request(media: Any, limits: TaskLimits) -> TaskRequest:
         timeout_seconds=timeout,
         memory_mb=memory_mb,
         callback_url=callback_url,
+        files=files,
     )
 
 

@@ -113,7 +113,7 @@ def config_info(config: Config) -> dict:
         "enable_callbacks": True,
         "callbacks_max_tries": 0,
         "callbacks_timeout": 0.0,
-        "enable_additional_files": False,
+        "enable_additional_files": config.max_files > 0,
         "max_queue_size": config.user_max_active_tasks,
         "cpu_time_limit": float(config.task_timeout_default),
         "max_cpu_time_limit": float(config.task_timeout_max),

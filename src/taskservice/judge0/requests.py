@@ -8,14 +8,16 @@ import binascii
 import math
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskservice.config import Config
 from taskservice.errors import CallbackUrlRefused
 from taskservice.judge0 import catalog
 from taskservice.judge0.errors import bad_request, unprocessable
+from taskservice.judge0.zip_files import decode_zip, files_from_zip
 from taskservice.model import TaskRequest
+from taskservice.task_files import FileCaps, FileRefused, FilesTooLarge
 from taskservice.webhooks.destinations import parse_callback_url
 
 MIN_MEMORY_MB = 16  # as POST /task (validation.TaskLimits.memory_min_mb)
@@ -30,6 +32,8 @@ class Judge0Limits:
     max_code_bytes: int
     max_stdin_bytes: int
     max_output_bytes: int
+    files: FileCaps = field(default_factory=lambda: FileCaps(0, 0))
+    code_filenames: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, config: Config) -> Judge0Limits:
@@ -42,6 +46,8 @@ class Judge0Limits:
             max_code_bytes=config.max_code_bytes,
             max_stdin_bytes=config.max_stdin_bytes,
             max_output_bytes=config.max_output_bytes,
+            files=FileCaps(config.max_files, config.max_files_bytes),
+            code_filenames=frozenset(language.filename for language in config.languages.values()),
         )
 
 
@@ -107,14 +113,17 @@ def submission(body: Any, encoded: bool, limits: Judge0Limits) -> Judge0Submissi
     check.off("redirect_stderr_to_stdout", "is not supported")
     check.off("enable_network", "enabling network is not allowed")
     check.off("compiler_options", "setting compiler options is not allowed (no compilers)", "")
-    check.off("additional_files", "additional files are not supported", "")
     arguments = check.arguments("command_line_arguments")
+    if problems:
+        raise unprocessable(problems)
+    files = check.zip_files("additional_files", limits)
     if problems:
         raise unprocessable(problems)
     callback_url = hand_over_callback(body.get("callback_url"))
     return Judge0Submission(
         task=TaskRequest(
             language=limits.language_ids[language_id],
+            files=files,
             code=code,
             stdin=stdin or b"",
             # The sandbox limits wall-clock time, in whole seconds: the smaller of the two
@@ -190,6 +199,21 @@ class _Checker:
             self._problem(name, f"is too long (maximum is {max_bytes} bytes)")
             return None
         return data
+
+    def zip_files(self, name: str, limits: Judge0Limits) -> tuple:
+        """``additional_files``: always the base64 of a zip, whatever ``base64_encoded`` says
+        (as in Judge0: a zip is bytes); its files become the task's (judge0/zip_files.py)."""
+        value = self._body.get(name)
+        if value is None or value == "":
+            return ()
+        if not isinstance(value, str):
+            self._problem(name, "must be a string (the base64 of a zip)")
+            return ()
+        try:
+            return files_from_zip(decode_zip(value), limits.files, limits.code_filenames)
+        except (FileRefused, FilesTooLarge) as exc:
+            self._problem(name, str(exc))
+            return ()
 
     def language_id(self, known: Mapping[int, str]) -> int | None:
         value = self._body.get("language_id")

@@ -57,10 +57,11 @@ class Judge0:
         self._versions = versions
         self._versions_cache: tuple[dict[str, str], float] | None = None
         self._lock = threading.Lock()
-        # Base64 and JSON escapes make a body up to 6 bytes per byte of its texts.
-        self.max_body_bytes = (
-            6 * (config.max_code_bytes + config.max_stdin_bytes + config.max_output_bytes) + 8192
-        )
+        # Base64 and JSON escapes make a body up to 6 bytes per byte of its texts; the zip of
+        # additional_files stores its files' bytes at worst, with a header per file.
+        texts = config.max_code_bytes + config.max_stdin_bytes + config.max_output_bytes
+        zipped = config.max_files_bytes + config.max_files * 1024
+        self.max_body_bytes = 6 * (texts + zipped) + 8192
 
     def versions(self) -> dict[str, str]:
         """The versions the workers reported (GET /languages), read at most every 30 s once

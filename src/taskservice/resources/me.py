@@ -30,6 +30,10 @@ def account_limits(config: Config) -> dict:
         "max_output_bytes": config.max_output_bytes,
         "timeout_seconds_max": config.task_timeout_max,
         "memory_mb_max": config.task_memory_max_mb,
+        "max_files": config.max_files,
+        "max_files_bytes": config.max_files_bytes,
+        "max_artifacts": config.max_artifacts,
+        "max_artifact_bytes": config.max_artifact_bytes,
     }
 
 

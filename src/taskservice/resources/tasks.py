@@ -6,6 +6,7 @@ from taskservice import validation
 from taskservice.http_errors import NotFound, ResultDeleted
 from taskservice.services import TaskDataDeletion, TaskSubmissions
 from taskservice.status_cache import CachedTask
+from taskservice.task_files import MAX_NAME_BYTES
 from taskservice.task_queries import TaskQueries
 
 TASK_NOT_FOUND = "No task with this id belongs to you."
@@ -30,6 +31,18 @@ def deleted_description(entry: CachedTask, retention_days: int) -> str:
     )
 
 
+# What one entry of `files` may take beside its content: its name (6 bytes per byte, escaped),
+# the keys, the encoding and the punctuation.
+FILE_ENTRY_BYTES = 6 * MAX_NAME_BYTES + 64
+
+
+def max_task_body_bytes(limits: validation.TaskLimits) -> int:
+    """The largest JSON body a valid task can need: escapes such as \u0000 take 6 bytes for
+    each byte of code, stdin or a file's content (base64 takes 4 for 3)."""
+    content = limits.max_code_bytes + limits.max_stdin_bytes + limits.max_files_bytes
+    return 6 * content + limits.max_files * FILE_ENTRY_BYTES + 4096
+
+
 class TasksResource:
     auth_required = True
 
@@ -44,9 +57,7 @@ class TasksResource:
         self._queries = queries
         self._limits = limits
         self._max_wait = max_wait_seconds
-        # The largest JSON body a valid task can need: escapes such as \u0000 take 6 bytes
-        # for each byte of code or stdin.
-        self.max_body_bytes = 6 * (limits.max_code_bytes + limits.max_stdin_bytes) + 4096
+        self.max_body_bytes = max_task_body_bytes(limits)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         validation.only_query_parameters(req.params, {"wait"})

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import enum
 import uuid
+from dataclasses import replace
 from datetime import datetime
 
-from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
+from taskservice.content_types import describe
+from taskservice.model import ArtifactInfo, ClaimedTask, RunOutcome, TaskStatus
 from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
 from taskservice.store.fair_share import should_step_aside
 from taskservice.store.rows import OUTCOME_COLUMNS, TASK_COLUMNS, outcome_from_row, task_from_row
+from taskservice.store.task_files import ARTIFACT_LIST_COLUMN, insert_artifacts, select_files
+from taskservice.task_files import name_problem
 
 CANCELLED_WHILE_RUNNING = (
     "Cancelled by its owner while it ran; the output is what the program wrote until then."
@@ -87,7 +91,10 @@ class DeliveryStore:
         if row is not None:  # committed: a claim (or a retry finding its own), or giving up
             self._changes.task_changed(task_from_row(row), outcome)
         if result is ClaimResult.CLAIMED:
-            return result, _claimed(row)
+            # Read apart from the claim: a task's files never change while it may run.
+            with self._db.statement() as cursor:
+                files = select_files(cursor, task_id)
+            return result, replace(_claimed(row), files=files)
         if result in (ClaimResult.GAVE_UP, ClaimResult.CANCELLED):
             return result, _claimed(row)  # the task that ended, for the record of its outcome
         return result, None
@@ -175,14 +182,19 @@ class DeliveryStore:
         """
         if not outcome.status.is_final:
             raise ValueError(f"{outcome.status} is not a final status")
-        with self._db.statement() as cursor:
+        outcome = servable_artifacts(outcome)
+        infos = tuple(describe(artifact) for artifact in outcome.artifacts)
+        # Artifacts go in the same transaction as the outcome: none without it, so a stale
+        # attempt's finish, refused, stores none either.
+        plain = not outcome.artifacts and not outcome.artifacts_truncated
+        with self._db.statement() if plain else self._db.transaction() as cursor:
             cursor.execute(
                 "UPDATE tasks SET"
                 " status = CASE WHEN cancel_requested_at IS NULL THEN %s ELSE 'cancelled' END,"
                 " error = CASE WHEN cancel_requested_at IS NULL THEN %s ELSE %s END,"
                 " finished_at = %s, exit_code = %s, stdout = %s,"
                 " stderr = %s, stdout_truncated = %s, stderr_truncated = %s, duration_ms = %s,"
-                " oom_killed = %s, signal = %s, memory_peak_bytes = %s"
+                " oom_killed = %s, signal = %s, memory_peak_bytes = %s, artifacts_truncated = %s"
                 " WHERE id = %s AND status = 'running' AND attempts = %s"
                 f" RETURNING {TASK_COLUMNS}, {OUTCOME_COLUMNS}",
                 (
@@ -199,24 +211,30 @@ class DeliveryStore:
                     outcome.oom_killed,
                     outcome.signal,
                     outcome.memory_peak_bytes,
+                    outcome.artifacts_truncated,
                     task_id,
                     attempt,
                 ),
             )
             row = cursor.fetchone()
-        if row is None:
+            if row is not None:
+                insert_artifacts(cursor, task_id, outcome.artifacts, infos)
+        if row is not None:
+            stored = replace(outcome_from_row(row), artifact_list=_listed(infos))
+        else:
             row = self._own_finish(task_id, attempt, outcome, now)
-        if row is None:
-            return None
+            if row is None:
+                return None
+            stored = outcome_from_row(row)  # its artifact_list read back with it
         # What was stored, which a cancel may have changed, is what readers must see.
-        self._changes.task_changed(task_from_row(row), outcome_from_row(row))
+        self._changes.task_changed(task_from_row(row), stored)
         return TaskStatus(row["status"])
 
     def _own_finish(self, task_id, attempt, outcome, now):
         """The row as this very finish left it, if an earlier try of it was committed."""
         with self._db.statement() as cursor:
             cursor.execute(
-                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS} FROM tasks"
+                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS}, {ARTIFACT_LIST_COLUMN} FROM tasks"
                 " WHERE id = %s AND attempts = %s AND status IN (%s, 'cancelled')"
                 " AND finished_at = %s AND exit_code IS NOT DISTINCT FROM %s"
                 " AND stdout = %s AND stderr = %s",
@@ -299,6 +317,25 @@ class DeliveryStore:
                 "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = ANY(%s)",
                 (list(task_ids),),
             )
+
+
+def servable_artifacts(outcome: RunOutcome) -> RunOutcome:
+    """The outcome with only artifacts whose names the service can store and serve (the rules
+    of task_files.py). The sandbox sends no other; a program that forges its output channel
+    could, and then the rest are left out as for the caps: ``artifacts_truncated``."""
+    kept = tuple(a for a in outcome.artifacts if name_problem(a.name) is None)
+    if len(kept) == len(outcome.artifacts):
+        return outcome
+    return replace(outcome, artifacts=kept, artifacts_truncated=True)
+
+
+def _listed(infos: tuple[ArtifactInfo, ...]) -> tuple[ArtifactInfo, ...]:
+    """As GET /result lists them when read back: by name (code point order, as COLLATE "C"
+    sorts UTF-8), a name once (the first)."""
+    first: dict[str, ArtifactInfo] = {}
+    for info in infos:
+        first.setdefault(info.name, info)
+    return tuple(sorted(first.values(), key=lambda info: info.name))
 
 
 def _claimed(row) -> ClaimedTask:

@@ -4,8 +4,8 @@ owner's request, and idempotency keys past their lifetime.
 A deletion keeps the task's row: its status, language, limits, times, attempts, exit code,
 duration, flags (truncation, out of memory, signal), peak memory and the service's `error`
 text. It empties the user's data: code and stdin become empty (the columns are NOT NULL, and
-nothing reads them once a task is final), stdout and stderr NULL; ``data_deleted_at`` and
-``data_deleted_by`` say when and why.
+nothing reads them once a task is final), stdout and stderr NULL, and the files it was given
+and its artifacts are deleted; ``data_deleted_at`` and ``data_deleted_by`` say when and why.
 
 Pruning goes in batches of one statement each, so each batch is a short transaction of its own
 and never holds many rows' locks for long; ``FOR UPDATE SKIP LOCKED`` lets several workers
@@ -20,6 +20,7 @@ from datetime import datetime
 from taskservice.model import DeletedBy, TaskResult
 from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
 from taskservice.store.rows import DELETION_COLUMNS, TASK_COLUMNS, deletion_from_row, task_from_row
+from taskservice.store.task_files import DELETE_FILES_OF_PURGED
 
 _FINAL = "status NOT IN ('queued', 'running')"
 _DELETE_DATA = (
@@ -27,6 +28,8 @@ _DELETE_DATA = (
     " data_deleted_at = %(now)s, data_deleted_by = %(by)s"
 )
 _RETURNING = f"RETURNING {TASK_COLUMNS}, {DELETION_COLUMNS}"
+# The task's files and artifacts go in the same statement (the UPDATE is the CTE ``purged``).
+_AND_FILES = f"{DELETE_FILES_OF_PURGED} SELECT * FROM purged"
 
 
 def _deleted_state(row) -> TaskResult:
@@ -43,11 +46,11 @@ class RetentionStore:
         first, in one statement; return how many. Rows another pruner holds are skipped."""
         with self._db.statement() as cursor:
             cursor.execute(
-                f"UPDATE tasks SET {_DELETE_DATA} WHERE id IN ("
+                f"WITH purged AS (UPDATE tasks SET {_DELETE_DATA} WHERE id IN ("
                 " SELECT id FROM tasks WHERE data_deleted_at IS NULL AND finished_at IS NOT NULL"
                 f" AND finished_at < %(cutoff)s AND {_FINAL}"
                 " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
-                f" {_RETURNING}",
+                f" {_RETURNING}){_AND_FILES}",
                 {"now": now, "by": DeletedBy.RETENTION.value, "cutoff": cutoff, "limit": limit},
             )
             rows = cursor.fetchall()
@@ -65,8 +68,9 @@ class RetentionStore:
         """
         with self._db.statement() as cursor:
             cursor.execute(
-                f"UPDATE tasks SET {_DELETE_DATA} WHERE id = %(task)s AND user_id = %(user)s"
-                f" AND {_FINAL} AND data_deleted_at IS NULL {_RETURNING}",
+                f"WITH purged AS (UPDATE tasks SET {_DELETE_DATA} WHERE id = %(task)s"
+                f" AND user_id = %(user)s AND {_FINAL} AND data_deleted_at IS NULL {_RETURNING})"
+                f"{_AND_FILES}",
                 {"now": now, "by": DeletedBy.OWNER.value, "task": task_id, "user": user_id},
             )
             row = cursor.fetchone()

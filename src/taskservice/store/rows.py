@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskservice.model import DataDeletion, DeletedBy, RunOutcome, Task, TaskStatus
+from taskservice.model import ArtifactInfo, DataDeletion, DeletedBy, RunOutcome, Task, TaskStatus
 
 TASK_COLUMNS = (
     "id, user_id, language, status, timeout_seconds, memory_mb, attempts,"
@@ -10,7 +10,7 @@ TASK_COLUMNS = (
 )
 OUTCOME_COLUMNS = (
     "exit_code, stdout, stderr, stdout_truncated, stderr_truncated, duration_ms, error,"
-    " oom_killed, signal, memory_peak_bytes"
+    " oom_killed, signal, memory_peak_bytes, artifacts_truncated"
 )
 
 DELETION_COLUMNS = "data_deleted_at, data_deleted_by"
@@ -45,7 +45,14 @@ def outcome_from_row(row) -> RunOutcome:
         oom_killed=row["oom_killed"],
         signal=row["signal"],
         memory_peak_bytes=row["memory_peak_bytes"],
+        artifacts_truncated=row["artifacts_truncated"],
+        artifact_list=artifact_list(row),
     )
+
+
+def artifact_list(row) -> tuple[ArtifactInfo, ...]:
+    """The row's ``artifact_list`` (store.task_files.ARTIFACT_LIST_COLUMN), if it was read."""
+    return tuple(ArtifactInfo(**item) for item in row.get("artifact_list") or ())
 
 
 def deletion_from_row(row) -> DataDeletion | None:

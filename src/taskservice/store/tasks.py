@@ -34,6 +34,7 @@ from taskservice.store.rows import (
     outcome_from_row,
     task_from_row,
 )
+from taskservice.store.task_files import ARTIFACT_LIST_COLUMN, insert_files
 
 # Stores more about a new task, with the cursor of the unit of work that stores the task.
 AlsoStore = Callable[[Any, uuid.UUID], None]
@@ -88,7 +89,7 @@ class TaskStore:
         self, task_id, user_id, request, now, idempotency, max_active, also
     ) -> tuple[Task, bool]:
         # Without a key or a quota the unit is the INSERT alone: no transaction is needed.
-        alone = idempotency is None and max_active is None and also is None
+        alone = idempotency is None and max_active is None and also is None and not request.files
         unit = self._db.statement() if alone else self._db.transaction()
         with unit as cursor:
             if max_active is not None:
@@ -139,6 +140,7 @@ class TaskStore:
                     " created_at) VALUES (%s, %s, %s, %s, %s)",
                     (user_id, idempotency.key, idempotency.request_hash, task_id, now),
                 )
+            insert_files(cursor, task_id, request.files)
             if also is not None:
                 also(cursor, task_id)
             return task, True
@@ -172,8 +174,8 @@ class TaskStore:
         A task whose data was deleted comes without an outcome, and with when and why."""
         with self._db.statement() as cursor:
             cursor.execute(
-                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS}, {DELETION_COLUMNS}"
-                " FROM tasks WHERE id = %s",
+                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS}, {DELETION_COLUMNS},"
+                f" {ARTIFACT_LIST_COLUMN} FROM tasks WHERE id = %s",
                 (task_id,),
             )
             row = cursor.fetchone()

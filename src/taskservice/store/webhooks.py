@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from taskservice.model import TaskResult
 from taskservice.ports import UnitsOfWork
 from taskservice.store.rows import OUTCOME_COLUMNS, TASK_COLUMNS, outcome_from_row, task_from_row
+from taskservice.store.task_files import artifact_list_column
 
 
 @dataclass
@@ -81,7 +82,7 @@ class WebhookStore:
             # Plain reads: the task is final and no longer changes, and locking the user's row
             # for the attempt would hold up that user's submissions (the quota locks it).
             cursor.execute(
-                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS},"
+                f"SELECT {TASK_COLUMNS}, {OUTCOME_COLUMNS}, {artifact_list_column('t')},"
                 " (SELECT webhook_secret FROM users u WHERE u.id = t.user_id) AS webhook_secret"
                 " FROM tasks t WHERE t.id = %s",
                 (claimed["task_id"],),

@@ -172,6 +172,7 @@ class TaskRunner:
             memory_mb=task.memory_mb,
             on_output=feed.write if feed is not None else None,
             arguments=task.arguments,
+            files=task.files,
         )
         backoff = Backoff(first=1.0, limit=30.0)
         last_error: Exception | None = None
