@@ -24,8 +24,8 @@ from tests.conftest import TEST_JWT_SECRET
 from tests.service import ROOT, running_service
 
 SCREENSHOTS = ROOT / "tests" / "artifacts"
-# A fresh container's first matplotlib import builds its font cache: 25 s measured on two cores
-# under other tests' load. The task may take this long, and the test waits a little longer.
+# The plot takes about 2 s on a quiet machine, and took 25 s on two cores under other tests'
+# load (a 1-minute load of 30). The task may take this long, and the test waits a little longer.
 PLOT_TIMEOUT_SECONDS = 240
 RUN_TIMEOUT_MS = (PLOT_TIMEOUT_SECONDS + 60) * 1000
 
