@@ -105,3 +105,20 @@ def test_a_submissions_additional_files_are_its_tasks_files(client, db, clock):
     bad = b64(zipped(("../x", b"1")))
     refused = submit(client, token, {**plain, "additional_files": bad}, status=422)
     assert "'../x'" in refused["additional_files"][0]
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_methods_that_inflate_a_block_whole_are_refused(method):
+    # 16 MiB of zeros: a few hundred bytes compressed, and zipfile would inflate each block whole
+    # whatever the cap (1 MiB here). Refused before any is read.
+    bomb = zipped(("zeros.bin", bytes(16 * 1024 * 1024)), method=method)
+    with pytest.raises(FileRefused, match="other than deflate"):
+        files_from_zip(bomb, CAPS, CODE_FILES)
+
+
+def test_a_zip_of_a_version_zipfile_does_not_read_is_refused():
+    data = bytearray(zipped(("a.txt", b"hi")))
+    at = data.rfind(b"PK\x01\x02")
+    data[at + 6 : at + 8] = (218).to_bytes(2, "little")  # "needs version 21.8"
+    with pytest.raises(FileRefused, match="not a zip"):
+        files_from_zip(bytes(data), CAPS, CODE_FILES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 
 import pytest
 import yaml
@@ -203,3 +204,19 @@ def test_describe():
         "image/png",
         hashlib.sha256(PNG).hexdigest(),
     )
+
+
+def test_sniffing_many_comments_ends():
+    # A comment may not run past its first `-->`: with that allowed, a failing match tried every
+    # way to split the comments (the time doubled with each one), and the worker's finish, which
+    # sniffs each artifact, stood still holding the GIL. 60 comments would have taken years.
+    found = []
+    sniffer = threading.Thread(
+        target=lambda: found.append(content_types.sniff("a.bin", b"<!---->" * 60 + b"x")),
+        daemon=True,
+    )
+    sniffer.start()
+    sniffer.join(timeout=30)
+    assert found == ["application/octet-stream"]
+    many = b"<!-- a -->" * 60 + b"<svg></svg>"
+    assert content_types.sniff("a.bin", many) == "image/svg+xml"

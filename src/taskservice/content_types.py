@@ -44,7 +44,7 @@ _TEXT_TYPES = {
 }
 # An SVG document: optional BOM, XML declaration, comments or a doctype, then <svg.
 _SVG_START = re.compile(
-    rb"\A(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE[^>]*>)\s*)*<svg[\s>]",
+    rb"\A(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--(?:(?!-->).)*-->|<!DOCTYPE[^>]*>)\s*)*<svg[\s>]",
     re.IGNORECASE | re.DOTALL,
 )
 _SNIFF_BYTES = 4096

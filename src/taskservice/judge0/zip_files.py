@@ -41,7 +41,8 @@ def files_from_zip(
     """The zip's regular files, checked as POST /task's ``files`` are."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+    # NotImplementedError: an entry that claims a newer zip version than zipfile reads.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError):
         raise FileRefused("is not a zip archive") from None
     with archive:
         entries = archive.infolist()
@@ -54,6 +55,13 @@ def files_from_zip(
                 continue
             if stat.S_ISLNK(entry.external_attr >> 16):
                 raise FileRefused(f"{entry.filename!r} is a symbolic link; only files are taken")
+            # Only stored and deflated entries: zipfile inflates a bzip2 or LZMA block whole,
+            # however far past the cap it goes (a few KiB can become gigabytes in memory),
+            # while deflate is inflated only as far as each read asks.
+            if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise FileRefused(
+                    f"{entry.filename!r} is compressed with a method other than deflate"
+                )
             if len(files) == caps.max_files:
                 raise FilesTooLarge(f"the zip holds more than {caps.max_files} files")
             content, total = _read(archive, entry, caps.max_bytes - total, total)
