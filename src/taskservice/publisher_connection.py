@@ -235,14 +235,26 @@ class PublisherConnection:
                 message.returned = True
                 return
 
-    def _on_channel_closed(self, _channel, reason) -> None:
-        self._channel = None
+    def _on_channel_closed(self, channel, reason) -> None:
+        if self._channel is not None and channel is not self._channel:
+            return  # late news of an earlier channel: nothing of now is on it
+        # A channel the broker closed leaves a connection with no use: start afresh. The old
+        # connection is forgotten at once, so that a publish meanwhile opens a new one and the
+        # old one's close, when it comes, cannot touch the new one's state.
+        connection, self._connection, self._channel = self._connection, None, None
         self._lost(reason)
-        if self._connection is not None and self._connection.is_open:
-            # A channel the broker closed leaves a connection with no use: start afresh.
-            self._connection.close()
+        if self._connecting:  # it closed before it was ready
+            self._connect_failed(reason)
+        if connection is not None and connection.is_open:
+            connection.close()
 
-    def _on_connection_closed(self, _connection, reason) -> None:
+    def _on_connection_closed(self, connection, reason) -> None:
+        if connection is not self._connection:
+            # One already given up when its channel closed (a connection's close closes its
+            # channels first): its state is gone already, but a close of ours still ends here.
+            if self._stopping:
+                self._loop.stop()
+            return
         self._connection = self._channel = None
         self._lost(reason)
         if self._connecting:  # it closed before the channel was ready
