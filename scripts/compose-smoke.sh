@@ -222,12 +222,12 @@ big_result=$(curl -fsS "$base/result/$big_task" -H "Authorization: Bearer $TOKEN
 ok "a task with 1 MiB of stdin passed nginx and reached its sandbox whole"
 
 # A body past nginx's own limit: refused by nginx, still as the API's JSON error shape.
-too_large=$(head -c 9437184 /dev/zero | tr '\0' x | curl -sS -o "$work/too-large.json" -w '%{http_code}' \
+too_large=$(head -c 68157440 /dev/zero | tr '\0' x | curl -sS -o "$work/too-large.json" -w '%{http_code}' \
   -X POST "$base/task" -H 'Content-Type: application/json' --data-binary @-) || true
-[[ $too_large == 413 ]] || die "a 9 MiB body through nginx: expected 413, got $too_large"
+[[ $too_large == 413 ]] || die "a 65 MiB body through nginx: expected 413, got $too_large"
 [[ $(json_field title <"$work/too-large.json") == "Payload too large" ]] ||
   die "nginx's 413 is not the JSON error shape: $(head -c 200 "$work/too-large.json")"
-ok "a 9 MiB body is refused by nginx with a JSON 413"
+ok "a 65 MiB body is refused by nginx with a JSON 413"
 
 # --- The worker ran it in a sibling sandbox container, through the socket proxy ------------
 created=$(docker events --since "$submitted" --until "$(date +%s)" --filter type=container \
