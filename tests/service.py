@@ -95,6 +95,8 @@ def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, 
         # No webhooks: dispatchers serve a whole database, and tests share one, so a process
         # that sends them runs on a database of its own (tests/test_webhooks_e2e.py).
         "WEBHOOK_CONCURRENCY": "0",
+        # Each API process makes a directory of its own: a shared one is emptied by each start.
+        "PROMETHEUS_MULTIPROC_DIR": "",
         **overrides,
     }
 

@@ -208,7 +208,10 @@ def test_the_metrics_port(config, metrics):
 
 def test_the_api_processes_directory(tmp_path, monkeypatch):
     # The environment is how gunicorn's processes learn the directory; put back afterwards.
-    monkeypatch.delenv(ENVIRONMENT_VARIABLE, raising=False)
+    # Set, then deleted: monkeypatch restores only what it saw, and an absent variable that
+    # prepare() then sets would outlive the test and reach every process started after it.
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, "")
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE)
     configured = tmp_path / "metrics"
     configured.mkdir()
     (configured / "counter_4242.db").write_bytes(b"left by an earlier run")

@@ -38,8 +38,9 @@ class MultiprocessDirectory:
             path = Path(self._configured)
             path.mkdir(parents=True, exist_ok=True)
             # Only prometheus_client's own files: the directory may be shared with other things.
+            # missing_ok: another master sharing the directory may have removed it first.
             for stale in path.glob("*.db"):
-                stale.unlink()
+                stale.unlink(missing_ok=True)
             self.path = str(path)
         else:
             self.path = tempfile.mkdtemp(prefix="taskservice-metrics-")
