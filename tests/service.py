@@ -212,13 +212,14 @@ def running_service(
             delete_queues(env["AMQP_URL"], env["QUEUE_NAME"])
 
 
-def wait_for_http(base_url: str, alive, log, within: float = 60) -> None:
-    """Until ``base_url``/ answers 200; fails at once when the server (``alive()``) exits."""
+def wait_for_http(base_url: str, alive, log, within: float = 60, status: int = 200) -> None:
+    """Until ``base_url``/ answers ``status``; fails at once when the server (``alive()``)
+    exits."""
     deadline = time.monotonic() + within
     while True:
         assert alive(), log()[-3000:]
         try:
-            if requests.get(base_url + "/", timeout=2).status_code == 200:
+            if requests.get(base_url + "/", timeout=2).status_code == status:
                 return
         except requests.RequestException:
             pass
