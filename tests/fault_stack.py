@@ -41,6 +41,9 @@ class Stack:
     def worker(self, **overrides: str) -> Process:
         return self._start("worker", **overrides)
 
+    def webhooks(self, **overrides: str) -> Process:
+        return self._start("webhooks", **overrides)
+
     def _start(self, command: str, **overrides: str) -> Process:
         number = len(self.processes)
         process = Process(command, {**self.env, **overrides}, self.logs / f"{number}-{command}.log")
