@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from tests.conftest import RUN_ID
 from tests.fault_stack import status_of
 from tests.metrics_text import promtool_check, value
-from tests.service import ApiUser, free_port, own_database_and_queues
+from tests.service import ROOT, ApiUser, free_port, own_database_and_queues
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_the_webhooks_command_counts_its_attempts_on_its_metrics_port(
         WEBHOOK_MAX_ATTEMPTS="3",
     )
     stack.api()
-    stack.worker()  # WEBHOOK_CONCURRENCY=0: the tests' setting
+    worker = stack.worker()  # WEBHOOK_CONCURRENCY=0: the tests' setting
     metrics_port = free_port()
     webhooks = stack.webhooks(
         WEBHOOK_CONCURRENCY="1",
@@ -195,6 +195,10 @@ def test_the_webhooks_command_counts_its_attempts_on_its_metrics_port(
         ("will_retry", "none"): 0,
         "timed": 3,
     }
+    # PROMETHEUS_MULTIPROC_DIR is in their environment, empty (the API's: it makes its own);
+    # each serves its own registry and keeps no files, in their working directory or elsewhere.
+    for process in (worker, webhooks):
+        assert list(ROOT.glob(f"*_{process.pid}.db")) == [], process.command
 
 
 @pytest.mark.parametrize("receiver", [[200]], indirect=True)

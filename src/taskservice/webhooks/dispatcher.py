@@ -161,6 +161,9 @@ def run_dispatcher(config: Config) -> None:
     gives this process alone a way out (docker-compose.yml does so)."""
     import signal
 
+    from taskservice.metrics.multiprocess import serve_own_registry
+
+    serve_own_registry()  # before prometheus_client is imported, just below
     from taskservice.metrics.webhooks import DispatcherMetrics
     from taskservice.metrics.worker import MetricsServer
 
