@@ -15,7 +15,8 @@ from taskservice.api_keys import ApiKeys
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
 from taskservice.client_addresses import ClientAddresses
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
-from taskservice.config import Config, load_config
+from taskservice.config import Config
+from taskservice.config_loader import load_config
 from taskservice.cors import cors_middleware
 from taskservice.json_body import CheckedJSONHandler
 from taskservice.judge0 import errors as judge0_errors
