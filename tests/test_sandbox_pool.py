@@ -17,13 +17,8 @@ import pytest
 from taskservice.language_table import default_languages
 from taskservice.model import TaskStatus
 from taskservice.sandbox import DockerSandbox, SandboxJob, SandboxSettings
-from taskservice.sandbox.pool import (
-    POOL_LABEL,
-    TASK_NAME_PREFIX,
-    PoolSettings,
-    pool_spec,
-    task_name,
-)
+from taskservice.sandbox.container_names import TASK_NAME_PREFIX, task_name
+from taskservice.sandbox.pool import POOL_LABEL, PoolSettings, pool_spec
 from taskservice.sandbox.remover import BackgroundRemover
 from taskservice.sandbox.spec import (
     SERVICE_LABEL,
