@@ -26,6 +26,7 @@ from taskservice.output_streams import OutputReader, reader_client
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.rate_limits import RateLimiter, RateLimitMiddleware, policies, redis_storage
 from taskservice.readiness import Readiness
+from taskservice.redis_client import redis_client
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.api_keys import ApiKeyResource, ApiKeysResource
@@ -55,7 +56,7 @@ from taskservice.services import (
     TaskSubmissions,
     WebhookSecrets,
 )
-from taskservice.status_cache import NoCache, StatusCache, redis_client
+from taskservice.status_cache import NoCache, StatusCache
 from taskservice.store.api_keys import ApiKeyStore
 from taskservice.store.db import Database
 from taskservice.store.judge0 import Judge0Store
