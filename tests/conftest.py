@@ -22,7 +22,8 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.auth import PasswordHasher
-from taskservice.config import Config, load_config
+from taskservice.config import Config
+from taskservice.config_loader import load_config
 from taskservice.queue import Publisher
 from taskservice.store.migrate import migrate
 from tests.fault_stack import Stack

@@ -7,7 +7,7 @@ import time
 import docker.errors
 import requests
 
-from taskservice.sandbox.pool import task_name_prefix
+from taskservice.sandbox.container_names import task_name_prefix
 from tests.service import TEST_JWT_SECRET, ApiUser, Process, free_port, service_env, wait_for_api
 
 SLOW_TASK = "import time\nprint('start', flush=True)\ntime.sleep({seconds})\nprint('done')"

@@ -114,7 +114,9 @@ def free_port() -> int:
 def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, str]:
     """The processes' environment: the machine's, plus the run's database, queue and secret."""
     return {
-        **os.environ,
+        # Without the metrics directory: each API process makes one of its own (a shared one is
+        # emptied by each start), and prometheus_client in any other process would write there.
+        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
         "DATABASE_URL": config.database_url,
         "AMQP_URL": config.amqp_url,
         "QUEUE_NAME": config.queue_name,
@@ -130,8 +132,6 @@ def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, 
         # No webhooks: dispatchers serve a whole database, and tests share one, so a process
         # that sends them runs on a database of its own (tests/test_webhooks_e2e.py).
         "WEBHOOK_CONCURRENCY": "0",
-        # Each API process makes a directory of its own: a shared one is emptied by each start.
-        "PROMETHEUS_MULTIPROC_DIR": "",
         **overrides,
     }
 

@@ -82,8 +82,9 @@ def run_worker(config: Config) -> None:
     from taskservice.metrics.worker import MetricsServer, WorkerMetrics
     from taskservice.output_streams import OutputFeeds
     from taskservice.queue import Publisher
+    from taskservice.redis_client import redis_client
     from taskservice.sandbox import DockerSandbox, docker_client
-    from taskservice.status_cache import StatusCache, redis_client
+    from taskservice.status_cache import StatusCache
     from taskservice.store.db import Database
 
     metrics = WorkerMetrics()
