@@ -13,7 +13,10 @@ from limits.storage import Storage
 from taskservice import errors, http_errors, json_codec, tracing
 from taskservice.api_keys import ApiKeys
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
+from taskservice.body_budget import BodyBudget
+from taskservice.body_budget_middleware import BodyBudgetMiddleware
 from taskservice.body_limit import BodyLimitMiddleware
+from taskservice.body_sizes import MIB
 from taskservice.client_addresses import ClientAddresses
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
 from taskservice.config import Config
@@ -98,6 +101,9 @@ class Collaborators:
     # Live output's streams (blocking reads: a Redis client of their own). Without Redis the
     # event streams send the output from PostgreSQL once the task is final.
     outputs: OutputReader = field(default_factory=lambda: OutputReader(None))
+    # What this process's large request bodies may cost at once (body_budget.py); without one
+    # they are not counted.
+    body_budget: BodyBudget | None = None
 
 
 def _rate_limit_middleware(config: Config, collaborators: Collaborators) -> list:
@@ -111,6 +117,17 @@ def _rate_limit_middleware(config: Config, collaborators: Collaborators) -> list
     )
     clients = ClientAddresses(config.trusted_proxy_networks)
     return [RateLimitMiddleware(limiter, clients, collaborators.metrics)]
+
+
+def _body_budget_middleware(config: Config, collaborators: Collaborators) -> list:
+    """Last: a request refused for its credentials or its rate waits for no share."""
+    if collaborators.body_budget is None:
+        return []
+    return [
+        BodyBudgetMiddleware(
+            collaborators.body_budget, config.body_budget_wait_seconds, collaborators.metrics
+        )
+    ]
 
 
 def create_app(
@@ -178,6 +195,7 @@ def create_app(
             BodyLimitMiddleware(),
             AuthMiddleware(tokens, api_keys),
             *_rate_limit_middleware(config, collaborators),
+            *_body_budget_middleware(config, collaborators),
         ]
     )
     app.req_options.strip_url_path_trailing_slash = False
@@ -287,5 +305,6 @@ def get_app(config: Config | None = None) -> falcon.App:
         metrics=metrics,
         rate_limit_storage=redis_storage(config.redis_url),  # connects on first use
         outputs=OutputReader(reader_client(config.redis_url)),
+        body_budget=BodyBudget(config.body_memory_budget_mb * MIB),
     )
     return create_app(config, collaborators)

@@ -153,6 +153,11 @@ class Config:
     # Files a task's ./out/ may return, and their bytes together; past either, what fits is kept.
     max_artifacts: int = 32
     max_artifact_bytes: int = 16 * 1024 * 1024
+    # --- Memory for request bodies (body_budget.py) ---
+    # What the large bodies being read at once may cost one API process, in MiB (each takes
+    # body_sizes.BYTES_PER_BODY_BYTE per byte); one that finds no room within the wait: 503.
+    body_memory_budget_mb: int = 256
+    body_budget_wait_seconds: float = 3.0
     # --- Several hosts (taskservice.queue_topology, taskservice.broker) ---
     # The queues' type: "quorum" (replicated on a RabbitMQ cluster's nodes) or "classic".
     queue_type: str = "quorum"

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from taskservice.body_sizes import smallest_budget_mb
 from taskservice.config import (
     LOG_FORMATS,
     MIN_SANDBOX_ORPHAN_GRACE_SECONDS,
@@ -216,6 +217,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     values.update(_abuse_settings(env, defaults))
     values.update(_pool_settings(env, defaults))
     values.update(_file_settings(env, defaults))
+    values.update(_body_budget_settings(env, defaults, values))
     values.update(_broker_settings(env, defaults, values["amqp_url"]))
     languages = default_languages(
         values["sandbox_image"],
@@ -258,6 +260,32 @@ def _file_settings(env: Mapping[str, str], defaults: Config) -> dict:
     in_range("MAX_ARTIFACTS", values["max_artifacts"], 0, 1000)
     in_range("MAX_ARTIFACT_BYTES", values["max_artifact_bytes"], 0, 256 * 1024 * 1024)
     return values
+
+
+# --- Memory for request bodies ----------------------------------------------------------------
+
+
+def _body_budget_settings(env: Mapping[str, str], defaults: Config, values: dict) -> dict:
+    budget = parse_setting(env, "BODY_MEMORY_BUDGET_MB", int, defaults.body_memory_budget_mb)
+    wait = parse_setting(env, "BODY_BUDGET_WAIT_SECONDS", float, defaults.body_budget_wait_seconds)
+    # Refused rather than raised: a budget the largest body cannot fit would refuse that body
+    # for ever, and one raised in silence would not be the memory the operator planned for.
+    needed = smallest_budget_mb(
+        values["max_code_bytes"],
+        values["max_stdin_bytes"],
+        values["max_output_bytes"],
+        values["max_files"],
+        values["max_files_bytes"],
+    )
+    if budget < needed:
+        raise ConfigError(
+            f"BODY_MEMORY_BUDGET_MB={budget} is less than the {needed} MiB the largest body"
+            " the limits (MAX_CODE_BYTES, MAX_STDIN_BYTES, MAX_OUTPUT_BYTES, MAX_FILES_BYTES)"
+            " admit takes; raise it or lower those"
+        )
+    in_range("BODY_MEMORY_BUDGET_MB", budget, needed, 64 * 1024)
+    in_range("BODY_BUDGET_WAIT_SECONDS", wait, 0, 60)
+    return {"body_memory_budget_mb": budget, "body_budget_wait_seconds": wait}
 
 
 # --- Several hosts ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ scan either ends or refuses.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -34,6 +35,12 @@ from taskservice.http_errors import InvalidRequest
 MAX_TOKENS = 1024
 MAX_DEPTH = 8
 CHUNK_BYTES = 64 * 1024
+# Past this size a body is parsed by the standard library. orjson reserves about 12 bytes per
+# byte of its input up front (its parser's worst case, mostly never touched): the memory a
+# large body is known to cost (body_budget.py) would otherwise be an order of magnitude too
+# high. The standard library's allocations are what it uses, and on bodies this large, which
+# are long strings, it is as fast (bench/body_memory.py).
+LEAN_PARSE_BYTES = 64 * 1024
 
 # Outside strings: the next byte the scan cares about. Everything between (numbers, literals,
 # whitespace, garbage) is skipped by the regex engine and left for the parser to judge.
@@ -126,6 +133,9 @@ def read_checked(stream, content_length: int | None) -> bytes:
 
 def _loads(text: str | bytes) -> Any:
     try:
+        if len(text) > LEAN_PARSE_BYTES and isinstance(text, bytes):
+            # Decoded first: UTF-8 alone, as orjson reads it (json.loads would guess UTF-16).
+            return json.loads(text.decode())
         return json_codec.loads(text)
     except RecursionError:
         # Unreachable past the depth limit; kept so that a RecursionError can never be a 500.

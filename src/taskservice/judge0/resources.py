@@ -10,6 +10,8 @@ import uuid
 
 import falcon
 
+from taskservice.body_budget_middleware import body_done
+from taskservice.body_sizes import judge0_body_bytes
 from taskservice.config import Config
 from taskservice.errors import ServiceUnavailable, TooManyActiveTasks
 from taskservice.judge0 import catalog
@@ -52,11 +54,13 @@ class Judge0:
         self._versions = versions
         self._versions_cache: tuple[dict[str, str], float] | None = None
         self._lock = threading.Lock()
-        # Base64 and JSON escapes make a body up to 6 bytes per byte of its texts; the zip of
-        # additional_files stores its files' bytes at worst, with a header per file.
-        texts = config.max_code_bytes + config.max_stdin_bytes + config.max_output_bytes
-        zipped = config.max_files_bytes + config.max_files * 1024
-        self.max_body_bytes = 6 * (texts + zipped) + 8192
+        self.max_body_bytes = judge0_body_bytes(
+            config.max_code_bytes,
+            config.max_stdin_bytes,
+            config.max_output_bytes,
+            config.max_files,
+            config.max_files_bytes,
+        )
 
     def versions(self) -> dict[str, str]:
         """The versions the workers reported (GET /languages), read at most every 30 s once
@@ -161,15 +165,21 @@ class SubmissionsResource:
         if wait and judge0.max_wait <= 0:
             raise bad_request("wait not allowed")
         fields = fields_param(req.get_param("fields"), FIELDS, DEFAULT_FIELDS)
-        parsed = parse_submission(req.get_media(), encoded, judge0.limits)
         user_id = req.context.user_id
-        task = judge0.submit(user_id, parsed)
+        task_id = self._submit(req, user_id, encoded)
+        # The body's copies went with _submit's locals: its memory share goes back before the
+        # wait (body_budget_middleware.py).
+        body_done(req)
         resp.status = falcon.HTTP_201
         if not wait:
-            resp.media = {"token": str(task.id)}
+            resp.media = {"token": str(task_id)}
             return
-        judge0.wait(user_id, task.id)
-        resp.media = judge0.bodies(user_id, [str(task.id)], fields, encoded)[0]
+        judge0.wait(user_id, task_id)
+        resp.media = judge0.bodies(user_id, [str(task_id)], fields, encoded)[0]
+
+    def _submit(self, req: falcon.Request, user_id: uuid.UUID, encoded: bool) -> uuid.UUID:
+        judge0 = self._judge0
+        return judge0.submit(user_id, parse_submission(req.get_media(), encoded, judge0.limits)).id
 
 
 class SubmissionResource:

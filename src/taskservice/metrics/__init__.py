@@ -16,6 +16,7 @@ API (``GET /metrics``, every gunicorn process added up):
   taskservice_http_request_duration_seconds{method, route}       histogram
   taskservice_tasks_submitted_total{language}
   taskservice_rate_limited_total{limit}                          requests refused with 429
+  taskservice_body_budget_refused_total{route}                   503: no room for a large body
 Worker (its own port, WORKER_METRICS_PORT):
   taskservice_tasks_finished_total{language, status}             when an outcome is stored
   taskservice_task_queue_wait_seconds                            histogram, created -> first claim
@@ -65,6 +66,9 @@ class NoMetrics:
 
     def rate_limited(self, limit: str) -> None:
         """A request was refused with 429 by the named limit (auth, submit, read, ...)."""
+
+    def body_budget_refused(self, route: str) -> None:
+        """A large body found no room in its process's body budget in time (503)."""
 
     # --- the worker -----------------------------------------------------------------------
 

@@ -90,6 +90,12 @@ class ApiMetrics(NoMetrics):
         )
         for limit in RATE_LIMITS:
             self._rate_limited.labels(limit)  # present at 0, so rates exist before a refusal
+        self._body_budget_refused = Counter(
+            "taskservice_body_budget_refused_total",
+            "Requests refused with 503: their body found no room in the process's body budget.",
+            ["route"],
+            registry=self.registry,
+        )
         self._dependency_errors = dependency_errors_counter(
             self.registry, (DATABASE, BROKER, REDIS)
         )
@@ -103,6 +109,9 @@ class ApiMetrics(NoMetrics):
 
     def rate_limited(self, limit: str) -> None:
         self._rate_limited.labels(limit).inc()
+
+    def body_budget_refused(self, route: str) -> None:
+        self._body_budget_refused.labels(route).inc()
 
     def dependency_error(self, dependency: str) -> None:
         self._dependency_errors.labels(dependency).inc()

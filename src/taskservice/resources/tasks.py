@@ -3,10 +3,11 @@ import uuid
 import falcon
 
 from taskservice import validation
+from taskservice.body_budget_middleware import body_done
+from taskservice.body_sizes import task_body_bytes
 from taskservice.http_errors import NotFound, ResultDeleted
 from taskservice.services import TaskDataDeletion, TaskSubmissions
 from taskservice.status_cache import CachedTask
-from taskservice.task_files import MAX_NAME_BYTES
 from taskservice.task_queries import TaskQueries
 
 TASK_NOT_FOUND = "No task with this id belongs to you."
@@ -31,16 +32,10 @@ def deleted_description(entry: CachedTask, retention_days: int) -> str:
     )
 
 
-# What one entry of `files` may take beside its content: its name (6 bytes per byte, escaped),
-# the keys, the encoding and the punctuation.
-FILE_ENTRY_BYTES = 6 * MAX_NAME_BYTES + 64
-
-
 def max_task_body_bytes(limits: validation.TaskLimits) -> int:
-    """The largest JSON body a valid task can need: escapes such as \u0000 take 6 bytes for
-    each byte of code, stdin or a file's content (base64 takes 4 for 3)."""
-    content = limits.max_code_bytes + limits.max_stdin_bytes + limits.max_files_bytes
-    return 6 * content + limits.max_files * FILE_ENTRY_BYTES + 4096
+    return task_body_bytes(
+        limits.max_code_bytes, limits.max_stdin_bytes, limits.max_files, limits.max_files_bytes
+    )
 
 
 class TasksResource:
@@ -62,19 +57,26 @@ class TasksResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         validation.only_query_parameters(req.params, {"wait"})
         wait = validation.wait_seconds(req.get_param("wait"), self._max_wait)
-        request = validation.task_request(req.get_media(), self._limits)
-        key = validation.idempotency_key(req.get_header("Idempotency-Key"))
         user_id = req.context.user_id
-        task, created = self._submissions.submit(user_id, request, key)
+        task_id, status, created = self._submit(req, user_id)
+        # The body's copies went with _submit's locals: its memory share goes back before a
+        # wait, which may be long (body_budget_middleware.py).
+        body_done(req)
         # A repeat of an earlier request (same Idempotency-Key and body) made nothing new.
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
-        resp.location = f"/status/{task.id}"
-        resp.media = {"task_id": str(task.id), "status": task.status.value}
+        resp.location = f"/status/{task_id}"
+        resp.media = {"task_id": str(task_id), "status": status}
         if wait > 0:
-            entry = self._queries.result(user_id, task.id, wait)
+            entry = self._queries.result(user_id, task_id, wait)
             if entry is not None:
                 # A repeat's task may have had its data deleted: then its status alone.
                 resp.media = entry.result if entry.result is not None else pending_body(entry)
+
+    def _submit(self, req: falcon.Request, user_id: uuid.UUID) -> tuple[uuid.UUID, str, bool]:
+        request = validation.task_request(req.get_media(), self._limits)
+        key = validation.idempotency_key(req.get_header("Idempotency-Key"))
+        task, created = self._submissions.submit(user_id, request, key)
+        return task.id, task.status.value, created
 
 
 class TaskStatusResource:

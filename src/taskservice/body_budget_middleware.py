@@ -1,0 +1,66 @@
+"""The body budget (body_budget.py) on the request path: a large body takes its share before
+anything reads it, and gives it back once its copies are gone.
+
+The share goes back at the response's end at the latest, whatever happened (errors too). A
+request that waits for its task after storing it (``POST /task?wait=``, Judge0's ``wait=true``)
+gives it back earlier, before the wait: its body's copies are dropped by then (``body_done``),
+and holding the share through a wait of up to MAX_WAIT_SECONDS would refuse other bodies for
+memory nobody uses. Not earlier than that: the parsed body, its decoded files and the
+database's parameters all live until the task is stored, and that is the peak the share stands
+for. Event streams carry no body, so never hold a share.
+"""
+
+from __future__ import annotations
+
+import falcon
+
+from taskservice import http_errors
+from taskservice.body_budget import BodyBudget
+from taskservice.body_sizes import SMALL_BODY_BYTES, reserved_bytes
+from taskservice.metrics import NO_METRICS, NoMetrics
+from taskservice.metrics.api import route_label
+
+# A refused client may try again soon: shares are held for the fraction of a second a body
+# takes to be parsed and stored.
+RETRY_AFTER_SECONDS = 2
+
+
+class BodyBudgetMiddleware:
+    """After the body limit, authentication and rate limits: only a request that may send its
+    body waits for a share."""
+
+    def __init__(self, budget: BodyBudget, wait_seconds: float, metrics: NoMetrics = NO_METRICS):
+        self._budget = budget
+        self._wait_seconds = wait_seconds
+        self._metrics = metrics
+
+    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        length = req.content_length
+        if resource is None or length is None or length <= SMALL_BODY_BYTES:
+            return
+        reservation = self._budget.reserve(reserved_bytes(length), self._wait_seconds)
+        if reservation is None:
+            self._metrics.body_budget_refused(route_label(req.uri_template))
+            raise http_errors.Unavailable(
+                "The server is busy with other large request bodies; send this one again shortly.",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        req.context.body_reservation = reservation
+
+    def process_response(self, req: falcon.Request, resp, resource, succeeded: bool) -> None:
+        release(req)
+
+
+def release(req: falcon.Request) -> None:
+    reservation = getattr(req.context, "body_reservation", None)
+    if reservation is not None:
+        reservation.release()
+
+
+def body_done(req: falcon.Request) -> None:
+    """The caller holds no more of the body (its locals are gone): the parsed media, which
+    Falcon keeps for the request's life, is emptied, and the body's share given back."""
+    media = req.get_media(default_when_empty=None)
+    if isinstance(media, dict | list):
+        media.clear()
+    release(req)
