@@ -74,6 +74,7 @@ FLOAT_SETTINGS = (
     "MAX_WAIT_SECONDS",
     "WEBHOOK_TIMEOUT_SECONDS",
     "WEBHOOK_RETRY_SECONDS",
+    "BODY_BUDGET_WAIT_SECONDS",
 )
 
 
@@ -245,6 +246,23 @@ def test_retention_and_bounds_have_their_defaults_and_refuse_zero():
     for name in ("RESULT_RETENTION_DAYS", "DEAD_LETTER_MAX_LENGTH", "PRUNE_BATCH_SIZE"):
         with pytest.raises(ConfigError, match=rf"^{name}=0 must be between 1 and"):
             load_config({name: "0"})
+
+
+# --- Memory for request bodies ---
+
+
+def test_the_body_budget_must_hold_the_largest_body():
+    config = load_config({})
+    assert (config.body_memory_budget_mb, config.body_budget_wait_seconds) == (256, 3.0)
+    # The defaults admit a Judge0 body of 60.5 MiB: 4 bytes per byte is 242 MiB.
+    with pytest.raises(ConfigError, match=r"^BODY_MEMORY_BUDGET_MB=241 is less than the 242 MiB"):
+        load_config({"BODY_MEMORY_BUDGET_MB": "241"})
+    assert load_config({"BODY_MEMORY_BUDGET_MB": "242"}).body_memory_budget_mb == 242
+    # Smaller limits, a smaller budget.
+    small = {"MAX_FILES_BYTES": "0", "MAX_STDIN_BYTES": "0", "MAX_OUTPUT_BYTES": "1024"}
+    assert load_config({**small, "BODY_MEMORY_BUDGET_MB": "16"}).body_memory_budget_mb == 16
+    with pytest.raises(ConfigError, match=r"^BODY_BUDGET_WAIT_SECONDS=61.0 must be between"):
+        load_config({"BODY_BUDGET_WAIT_SECONDS": "61"})
 
 
 # --- Languages: the python-data runtime and per-language defaults ---
