@@ -23,6 +23,7 @@ from taskservice.config import Config
 from taskservice.config_loader import load_config
 from taskservice.cors import cors_middleware
 from taskservice.json_body import CheckedJSONHandler
+from taskservice.malloc_arenas import limit_malloc_arenas
 from taskservice.judge0 import errors as judge0_errors
 from taskservice.judge0 import resources as judge0
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
@@ -286,6 +287,8 @@ def get_app(config: Config | None = None) -> falcon.App:
     config = config or load_config()
     config.check_api()
     tracing.configure_api(config)  # here, after gunicorn's fork; a no-op unless tracing is on
+    # Before the request threads start: the memory of large bodies goes back between them.
+    limit_malloc_arenas()
     redis = redis_client(config.redis_url)  # connects on first use
     # All gunicorn processes' values, added up (taskservice.metrics.multiprocess).
     metrics = ApiMetrics(config.prometheus_multiproc_dir)

@@ -26,12 +26,14 @@ class Reservation:
         self._released = False
         self._lock = threading.Lock()
 
-    def release(self) -> None:
+    def release(self) -> bool:
+        """Whether this call gave it back (False: it was already)."""
         with self._lock:
             if self._released:
-                return
+                return False
             self._released = True
         self._budget._give_back(self.amount)
+        return True
 
 
 class BodyBudget:
