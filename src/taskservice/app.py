@@ -23,9 +23,9 @@ from taskservice.config import Config
 from taskservice.config_loader import load_config
 from taskservice.cors import cors_middleware
 from taskservice.json_body import CheckedJSONHandler
-from taskservice.malloc_arenas import limit_malloc_arenas
 from taskservice.judge0 import errors as judge0_errors
 from taskservice.judge0 import resources as judge0
+from taskservice.malloc_arenas import limit_malloc_arenas
 from taskservice.metrics.api import ApiMetrics, MetricsMiddleware, MetricsResource
 from taskservice.output_streams import OutputReader, reader_client
 from taskservice.ports import TaskPublisher, UnitsOfWork

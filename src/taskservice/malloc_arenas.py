@@ -7,9 +7,8 @@ the sum of their arenas' high-water marks, not what was in use at any moment. Wi
 budget letting one 12 MiB body in at a time (64 MiB), twelve clients sending 36 bodies grew the
 process by 239 MiB with glibc's arenas, by 52 MiB with two (bench/body_budget.py; both with
 the trim after each large body, body_budget_middleware.py, without which two grew it by 96).
-Python's
-small objects never touch malloc (its own allocator), and the GIL already serialises most of
-what does, so a couple of arenas cost little contention.
+Python's small objects never touch malloc (its own allocator), and the GIL already serialises
+most of what does, so a couple of arenas cost little contention.
 """
 
 from __future__ import annotations
