@@ -5,12 +5,21 @@ from __future__ import annotations
 import io
 import json
 
+import falcon
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskservice.http_errors import InvalidRequest
-from taskservice.json_body import CHUNK_BYTES, MAX_DEPTH, MAX_TOKENS, ShapeScanner, read_checked
+from taskservice.json_body import (
+    CHUNK_BYTES,
+    LEAN_PARSE_BYTES,
+    MAX_DEPTH,
+    MAX_TOKENS,
+    CheckedJSONHandler,
+    ShapeScanner,
+    read_checked,
+)
 from tests.test_api import assert_error, token_for
 
 SIX_MIB = 6 * 2**20
@@ -116,3 +125,27 @@ def test_a_body_just_inside_the_limits_reaches_validation(client):
         "/register", body=json.dumps(body), headers={"Content-Type": "application/json"}
     )
     assert "Unknown field(s): f0, f1" in assert_error(response, 400)["description"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"code": "x" * 100_000, "n": 2**70, "f": float("nan"), "s": "\ud800"},
+        {"code": "é" * 100_000, "files": [{"name": "a", "content": "\x01" * 50_000}]},
+    ],
+)
+def test_a_large_body_means_what_a_small_one_means(value):
+    # Past LEAN_PARSE_BYTES the standard library parses: the same values, what orjson refuses
+    # (big integers, NaN, lone surrogates) included, as json_codec's fallback reads them.
+    handler = CheckedJSONHandler()
+    text = json.dumps(value).encode()
+    assert len(text) > LEAN_PARSE_BYTES
+    parsed = handler.deserialize(io.BytesIO(text), "application/json", len(text))
+    assert json.dumps(parsed) == json.dumps(value)
+
+
+def test_a_large_body_must_be_utf8():
+    handler = CheckedJSONHandler()
+    text = json.dumps({"code": "x" * 100_000}).encode("utf-16")
+    with pytest.raises(falcon.MediaMalformedError):
+        handler.deserialize(io.BytesIO(text), "application/json", len(text))
