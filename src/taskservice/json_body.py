@@ -39,7 +39,7 @@ CHUNK_BYTES = 64 * 1024
 # byte of its input up front (its parser's worst case, mostly never touched): the memory a
 # large body is known to cost (body_budget.py) would otherwise be an order of magnitude too
 # high. The standard library's allocations are what it uses, and on bodies this large, which
-# are long strings, it is as fast (bench/body_memory.py).
+# are long strings, it is within 10% of orjson's time (82 ms against 75 for 48 MiB of escapes).
 LEAN_PARSE_BYTES = 64 * 1024
 
 # Outside strings: the next byte the scan cares about. Everything between (numbers, literals,
