@@ -64,6 +64,12 @@ _INSERT_WITHIN_QUOTA = (
 )
 
 
+# Held until the submit's commit, so a user's submits pass the quota one at a time and
+# concurrent ones cannot all see room for one more. (FOR NO KEY UPDATE: the lock that does not
+# block the foreign-key checks of transactions inserting this user's tasks.)
+_LOCK_USER = "SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE"
+
+
 class CancelResult(enum.Enum):
     CANCELLED = "cancelled"  # it was queued: it ended now and never runs
     REQUESTED = "requested"  # it runs: its holder kills it and stores `cancelled`
@@ -112,12 +118,12 @@ class TaskStore:
     ) -> tuple[Task, bool]:
         # Without a key or a quota the unit is the INSERT alone: no transaction is needed.
         alone = idempotency is None and max_active is None and also is None and not request.files
-        unit = self._db.statement() if alone else self._db.transaction()
+        # With a quota, the user's row is locked first (in the BEGIN's round trip): a repeat
+        # that waited there for the first request's commit then finds its key below, instead
+        # of a quota that the first request just used up.
+        lock = (_LOCK_USER, (user_id,)) if max_active is not None else None
+        unit = self._db.statement() if alone else self._db.transaction(first=lock)
         with unit as cursor:
-            if max_active is not None:
-                # First: a repeat that waited here for the first request's commit then finds
-                # its key below, instead of a quota that the first request just used up.
-                _lock_user(cursor, user_id)
             if idempotency is not None:
                 cursor.execute(
                     "DELETE FROM idempotency_keys WHERE user_id = %s AND key = %s"
@@ -290,10 +296,3 @@ class TaskStore:
             cursor.execute(
                 "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = %s", (task_id,)
             )
-
-
-def _lock_user(cursor, user_id: uuid.UUID) -> None:
-    """Hold the user's row until the submit's commit, so a user's submits pass the quota one at
-    a time and concurrent ones cannot all see room for one more. (FOR NO KEY UPDATE: the lock
-    that does not block the foreign-key checks of transactions inserting this user's tasks.)"""
-    cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
