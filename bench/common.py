@@ -3,7 +3,7 @@ client, the direct-sandbox baseline, percentiles, resident memory, and the resul
 
 Benchmarks are run from the repository root as modules (``python -m bench.latency``), so that
 they can share the tests' process helpers. Knobs are ``BENCH_*`` environment variables, read
-here and only here (the service itself reads its settings through ``taskservice.config``).
+here and only here (the service itself reads its settings through ``taskservice.config_loader``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from taskservice.config import Config, load_config
+from taskservice.config import Config
+from taskservice.config_loader import load_config
 from taskservice.model import TaskStatus
 from taskservice.sandbox import DockerSandbox, SandboxJob, docker_client
 from taskservice.worker.main import sandbox_settings

@@ -34,7 +34,8 @@ from bench.common import (
     write_results,
 )
 from taskservice.model import RunOutcome, TaskFile, TaskStatus
-from taskservice.status_cache import StatusCache, redis_client
+from taskservice.redis_client import redis_client
+from taskservice.status_cache import StatusCache
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
 

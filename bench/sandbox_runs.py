@@ -15,7 +15,7 @@ import time
 import uuid
 
 from bench.common import knob, ms, percentile, wait_for_quiet_machine, write_results
-from taskservice.config import load_config
+from taskservice.config_loader import load_config
 from taskservice.model import TaskStatus
 from taskservice.sandbox import DockerSandbox, SandboxJob, docker_client
 from taskservice.sandbox.pool import PoolSettings

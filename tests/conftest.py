@@ -22,7 +22,8 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.auth import PasswordHasher
-from taskservice.config import Config, load_config
+from taskservice.config import Config
+from taskservice.config_loader import load_config
 from taskservice.queue import Publisher
 from taskservice.store.migrate import migrate
 from tests.fault_stack import Stack
@@ -30,7 +31,7 @@ from tests.private_services import PrivatePostgres, PrivateRabbitMQ, PrivateRedi
 from tests.service import (
     GENEROUS_RATE_LIMITS,
     TEST_JWT_SECRET,
-    _delete_queues,
+    delete_queues,
     own_database_and_queues,
 )
 
@@ -192,7 +193,7 @@ def queue_config(config):
     are deleted afterwards (quorum queues are not free to keep)."""
     own = replace(config, queue_name=f"{config.queue_name}.fault.{uuid.uuid4().hex[:8]}")
     yield own
-    _delete_queues(own)
+    delete_queues(own.amqp_url, own.queue_name)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import time
 import docker.errors
 import requests
 
-from taskservice.sandbox.pool import task_name_prefix
+from taskservice.sandbox.container_names import task_name_prefix
 from tests.service import TEST_JWT_SECRET, ApiUser, Process, free_port, service_env, wait_for_api
 
 SLOW_TASK = "import time\nprint('start', flush=True)\ntime.sleep({seconds})\nprint('done')"
@@ -40,6 +40,9 @@ class Stack:
 
     def worker(self, **overrides: str) -> Process:
         return self._start("worker", **overrides)
+
+    def webhooks(self, **overrides: str) -> Process:
+        return self._start("webhooks", **overrides)
 
     def _start(self, command: str, **overrides: str) -> Process:
         number = len(self.processes)

@@ -40,14 +40,49 @@ def _with_database(dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
-def _delete_queues(config: Config) -> None:
-    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-        connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
-        channel = connection.channel()
-        for queue in (config.queue_name, dead_letter_queue(config.queue_name)):
-            channel.queue_delete(queue)
-        channel.exchange_delete(dead_letter_queue(config.queue_name))
-        connection.close()
+_NOT_FOUND = 404
+
+
+def delete_queues(amqp_url: str, queue_name: str) -> None:
+    """Delete the work queue ``queue_name``, its dead-letter queue and its dead-letter exchange
+    (quorum queues are not free to keep on the shared broker). One already gone is no error; so
+    is a broker that cannot be reached: a test's own broker took its queues with it.
+    """
+    # AMQP_URL may list the nodes of a cluster: a deletion on any one of them is the cluster's.
+    for url in amqp_url.split(","):
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(url.strip()))
+        except (pika.exceptions.AMQPConnectionError, OSError):
+            continue
+        try:
+            dead = dead_letter_queue(queue_name)
+            _queue_delete(connection, queue_name)
+            _queue_delete(connection, dead)
+            _exchange_delete(connection, dead)
+        finally:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
+        return
+
+
+def _queue_delete(connection, name: str) -> None:
+    _on_own_channel(connection, lambda channel: channel.queue_delete(name))
+
+
+def _exchange_delete(connection, name: str) -> None:
+    _on_own_channel(connection, lambda channel: channel.exchange_delete(name))
+
+
+def _on_own_channel(connection, operation) -> None:
+    """A refusal closes the channel it came on, so each deletion has its own."""
+    channel = connection.channel()
+    try:
+        operation(channel)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != _NOT_FOUND:
+            raise
+        return
+    channel.close()
 
 
 @contextlib.contextmanager
@@ -67,7 +102,7 @@ def own_database_and_queues(base: Config, database: str) -> Iterator[Config]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
-        _delete_queues(config)
+        delete_queues(config.amqp_url, config.queue_name)
 
 
 def free_port() -> int:
@@ -79,7 +114,9 @@ def free_port() -> int:
 def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, str]:
     """The processes' environment: the machine's, plus the run's database, queue and secret."""
     return {
-        **os.environ,
+        # Without the metrics directory: each API process makes one of its own (a shared one is
+        # emptied by each start), and prometheus_client in any other process would write there.
+        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
         "DATABASE_URL": config.database_url,
         "AMQP_URL": config.amqp_url,
         "QUEUE_NAME": config.queue_name,
@@ -95,8 +132,6 @@ def process_env(config: Config, jwt_secret: str, **overrides: str) -> dict[str, 
         # No webhooks: dispatchers serve a whole database, and tests share one, so a process
         # that sends them runs on a database of its own (tests/test_webhooks_e2e.py).
         "WEBHOOK_CONCURRENCY": "0",
-        # Each API process makes a directory of its own: a shared one is emptied by each start.
-        "PROMETHEUS_MULTIPROC_DIR": "",
         **overrides,
     }
 
@@ -170,18 +205,21 @@ def running_service(
         yield base, api, worker
     finally:
         api.stop()
-        # A worker finishes the tasks it runs and leaves the rest in the run's queue, which the
-        # session deletes.
+        # A worker finishes the tasks it runs and leaves the rest in the run's queue: the
+        # session deletes its own; one named here is deleted now.
         worker.stop()
+        if env["QUEUE_NAME"] != config.queue_name:
+            delete_queues(env["AMQP_URL"], env["QUEUE_NAME"])
 
 
-def wait_for_http(base_url: str, alive, log, within: float = 60) -> None:
-    """Until ``base_url``/ answers 200; fails at once when the server (``alive()``) exits."""
+def wait_for_http(base_url: str, alive, log, within: float = 60, status: int = 200) -> None:
+    """Until ``base_url``/ answers ``status``; fails at once when the server (``alive()``)
+    exits."""
     deadline = time.monotonic() + within
     while True:
         assert alive(), log()[-3000:]
         try:
-            if requests.get(base_url + "/", timeout=2).status_code == 200:
+            if requests.get(base_url + "/", timeout=2).status_code == status:
                 return
         except requests.RequestException:
             pass

@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from taskservice.sandbox.pool import task_name_prefix
+from taskservice.sandbox.container_names import task_name_prefix
 from tests.fault_stack import SLOW_TASK, task_containers, wait_no_containers, wait_until_started
 from tests.service import ApiUser
 

@@ -20,7 +20,7 @@ from datetime import datetime
 import psycopg2
 import requests
 
-from taskservice.sandbox.pool import TASK_NAME_PREFIX
+from taskservice.sandbox.container_names import TASK_NAME_PREFIX
 from tests.fault_stack import Stack
 from tests.service import ApiUser
 

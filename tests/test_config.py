@@ -14,8 +14,8 @@ from taskservice.config import (
     WORKER_STOP_SLACK_SECONDS,
     Config,
     ConfigError,
-    load_config,
 )
+from taskservice.config_loader import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_SECRET = "0123456789abcdef0123456789abcdef"

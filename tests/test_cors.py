@@ -8,7 +8,8 @@ import pytest
 from falcon import testing
 
 from taskservice.app import Collaborators, create_app
-from taskservice.config import ConfigError, load_config
+from taskservice.config import ConfigError
+from taskservice.config_loader import load_config
 from taskservice.rate_limits import redis_storage
 
 ORIGIN = "https://app.example.com"

@@ -21,6 +21,7 @@ from taskservice.store.users import UserStore
 from taskservice.store.workers import WorkerRegistry
 from taskservice.worker.runner import TaskRunner
 from tests.database_doubles import LostReplyDatabase
+from tests.service import delete_queues
 
 LEASE = 10.0
 
@@ -202,10 +203,10 @@ def test_repeating_an_idempotent_request_does_not_pile_up_messages(config, db, h
     try:
         channel = connection.channel()
         assert channel.queue_declare(queue, passive=True).method.message_count == 1
-        channel.queue_delete(queue)
     finally:
         connection.close()
         publisher.close()
+        delete_queues(config.amqp_url, queue)
 
 
 def test_resends_the_broker_refused_are_given_back(db, config, user_id, clock):

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from taskservice.output_streams import stream_key
-from taskservice.status_cache import redis_client
+from taskservice.redis_client import redis_client
 from tests.service import TEST_JWT_SECRET, ApiUser, running_service
 from tests.sse import Event, EventSource, output
 

@@ -15,8 +15,9 @@ from falcon import testing
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskStatus
 from taskservice.output_streams import STDERR, STDOUT, OutputFeed, OutputReader, stream_key
+from taskservice.redis_client import redis_client
 from taskservice.sandbox import framing
-from taskservice.status_cache import StatusCache, redis_client
+from taskservice.status_cache import StatusCache
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
 from taskservice.store.tasks import TaskStore

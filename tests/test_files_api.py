@@ -18,7 +18,8 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskFile, TaskStatus
-from taskservice.status_cache import StatusCache, entry_key, redis_client
+from taskservice.redis_client import redis_client
+from taskservice.status_cache import StatusCache, entry_key
 from taskservice.store.delivery import DeliveryStore
 from taskservice.store.retention import RetentionStore
 from tests.test_api_real_db import committed, logged_in, post

@@ -20,7 +20,8 @@ from falcon import testing
 
 from taskservice import logs, request_ids, tracing
 from taskservice.app import Collaborators, create_app
-from taskservice.config import ConfigError, load_config
+from taskservice.config import ConfigError
+from taskservice.config_loader import load_config
 from taskservice.queue import Publisher
 from taskservice.queue_topology import declare_topology
 from tests.service import ROOT
@@ -114,7 +115,7 @@ def test_tracing_is_off_and_free_by_default():
     program = (
         "import sys, uuid\n"
         "from taskservice import tracing\n"
-        "from taskservice.config import load_config\n"
+        "from taskservice.config_loader import load_config\n"
         "assert tracing.configure(load_config(), 'x') is False\n"
         "with tracing.publish_span('q', uuid.uuid4()) as span:\n"
         "    assert not span.is_recording()\n"

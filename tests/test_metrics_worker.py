@@ -22,8 +22,9 @@ from taskservice.metrics.worker import MetricsServer, WorkerMetrics
 from taskservice.model import TaskRequest
 from taskservice.queue import Publisher
 from taskservice.queue_topology import declare_topology
+from taskservice.redis_client import redis_client
 from taskservice.sandbox import DockerSandbox, SandboxSettings, docker_client
-from taskservice.status_cache import StatusCache, redis_client
+from taskservice.status_cache import StatusCache
 from taskservice.store.db import Database
 from taskservice.store.delivery import ClaimResult, DeliveryStore
 from taskservice.store.tasks import TaskStore

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from taskservice.metrics.api import ApiMetrics
+from taskservice.metrics.webhooks import DispatcherMetrics
 from taskservice.metrics.worker import WorkerMetrics
 from tests.service import ROOT
 
@@ -29,9 +30,10 @@ def promtool(*args: str) -> str:
 
 
 def served_names() -> set[str]:
-    """Every sample name the API and the worker expose (histograms with their suffixes)."""
+    """Every sample name the API, the worker and `taskservice webhooks` expose (histograms with
+    their suffixes)."""
     names = set()
-    for registry in (ApiMetrics().registry, WorkerMetrics().registry):
+    for registry in (ApiMetrics().registry, WorkerMetrics().registry, DispatcherMetrics().registry):
         for family in registry.collect():
             names.add(family.name)
             names |= {sample.name for sample in family.samples}
@@ -117,14 +119,32 @@ def test_prometheus_scrapes_the_compose_services():
     }
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     api, worker = compose["api"]["environment"], compose["worker"]["environment"]
+    webhooks = compose["webhooks"]["environment"]
     assert targets == {
         "taskservice-api": (["api"], int(api["PORT"]), "/metrics"),
         "taskservice-worker": (["worker"], int(worker["WORKER_METRICS_PORT"]), "/metrics"),
+        "taskservice-webhooks": (["webhooks"], int(webhooks["WORKER_METRICS_PORT"]), "/metrics"),
     }
-    # Listening on the worker's container network, which is internal only.
-    assert worker["WORKER_METRICS_HOST"] == "0.0.0.0"
+    # Listening on the containers' networks, the one Prometheus shares internal only.
+    assert worker["WORKER_METRICS_HOST"] == webhooks["WORKER_METRICS_HOST"] == "0.0.0.0"
     assert "ports" not in compose["worker"] and "ports" not in compose["prometheus"]
+    assert "ports" not in compose["webhooks"]
+    assert set(compose["prometheus"]["networks"]) & set(compose["webhooks"]["networks"])
     prometheus = compose["prometheus"]
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
     shared = set(prometheus["networks"]) & set(compose["api"]["networks"])
     assert shared & set(compose["worker"]["networks"]), "Prometheus reaches neither"
+
+
+def test_the_readme_table_lists_every_metric_of_the_service():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| metric | type, labels |") :].split("\n\n", 1)[0]
+    registries = (ApiMetrics().registry, WorkerMetrics().registry, DispatcherMetrics().registry)
+    names = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for registry in registries
+        for family in registry.collect()
+        if family.name.startswith("taskservice_")
+    }
+    assert "taskservice_webhook_attempts_total" in names  # the check below can fail
+    assert {name for name in names if f"| `{name}` |" not in table} == set()

@@ -8,19 +8,25 @@ run by `make test`).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.conftest import TEST_JWT_SECRET
 from tests.service import ROOT, ApiUser, free_port, running_service, wait_for_http
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+SPEC = ROOT / "openapi.yaml"
 GUNICORN_CONF = ROOT / "src" / "taskservice" / "gunicorn_conf.py"
 
 
@@ -72,15 +78,17 @@ def api(config, tmp_path_factory):
         yield base
 
 
-@pytest.fixture(scope="module")
-def nginx_prefix(api, tmp_path_factory) -> Path:
-    prefix = tmp_path_factory.mktemp("nginx")
+def configure(prefix: Path, upstream: str) -> Path:
     port = free_port()
-    upstream = api.removeprefix("http://")
     (prefix / "taskservice.conf").write_text(render(NGINX_CONF.read_text(), port, upstream, prefix))
     (prefix / "nginx.conf").write_text(main_conf(prefix))
     (prefix / "port").write_text(str(port))
     return prefix
+
+
+@pytest.fixture(scope="module")
+def nginx_prefix(api, tmp_path_factory) -> Path:
+    return configure(tmp_path_factory.mktemp("nginx"), api.removeprefix("http://"))
 
 
 def run_nginx(prefix: Path, *args: str) -> subprocess.CompletedProcess:
@@ -88,29 +96,30 @@ def run_nginx(prefix: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def nginx(nginx_prefix):
+@contextlib.contextmanager
+def serving(prefix: Path, status: int = 200) -> Iterator[str]:
+    """nginx on the configuration in ``prefix``, up; yields its base URL."""
     process = subprocess.Popen(
-        [
-            nginx_binary(),
-            "-p",
-            str(nginx_prefix),
-            "-c",
-            str(nginx_prefix / "nginx.conf"),
-            "-g",
-            "daemon off;",
-        ],
+        [nginx_binary(), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{(nginx_prefix / 'port').read_text()}"
+    base = f"http://127.0.0.1:{(prefix / 'port').read_text()}"
     try:
-        error_log = nginx_prefix / "error.log"
-        wait_for_http(base, lambda: process.poll() is None, lambda: error_log.read_text(), 30)
+        error_log = prefix / "error.log"
+        wait_for_http(
+            base, lambda: process.poll() is None, lambda: error_log.read_text(), 30, status
+        )
         yield base
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def nginx(nginx_prefix):
+    with serving(nginx_prefix) as base:
+        yield base
 
 
 def test_the_configuration_passes_nginx_t(nginx_prefix):
@@ -183,3 +192,91 @@ def test_slow_clients_are_timed_out():
         found = re.search(rf"^\s*{directive} (\S+);", conf, re.M)
         assert found, f"{directive} is not set"
         assert 0 < _seconds(found.group(1)) <= 30
+
+
+# --- nginx's own answers, as openapi.yaml documents them ---------------------------------------
+
+
+def nginx_own_answers() -> dict[int, dict]:
+    """Status -> JSON body of each answer nginx makes itself (its ``return`` directives: the
+    locations its error_page directives lead to, and /metrics)."""
+    conf = NGINX_CONF.read_text()
+    bodies = {
+        int(status): json.loads(body)
+        for status, body in re.findall(r"^\s*return (\d{3}) '(.*)';$", conf, re.M)
+    }
+    # Each error_page leads to a location that answers with one of those, not nginx's page.
+    for codes, name in re.findall(r"^\s*error_page ([\d ]+) = (@\w+);", conf, re.M):
+        location = re.search(rf"location {name} \{{[^}}]*?return (\d{{3}}) '", conf)
+        assert location, f"error_page {codes} leads to {name}, which returns no JSON"
+    assert bodies, "no return found in deploy/nginx.conf"
+    return bodies
+
+
+def _response(spec: dict, response: dict) -> dict:
+    while "$ref" in response:
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    return response
+
+
+def test_every_answer_of_nginx_is_json_and_documented_for_every_operation():
+    spec = yaml.safe_load(SPEC.read_text())
+    text = SPEC.read_text()
+    answers = nginx_own_answers()
+    assert {413, 429, 503, 404} <= set(answers), answers
+    for status, body in answers.items():
+        assert set(body) == {"title", "description"} and all(body.values()), body
+        # Its words are in the spec (an example, or the description of the response).
+        assert body["description"] in text, (status, body)
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            if path == "/metrics":  # answered by nginx itself, never passed on
+                assert (
+                    _response(spec, responses["404"])["content"]["application/json"]["example"]
+                    == answers[404]
+                )
+                continue
+            for status in (429, 503):
+                assert str(status) in responses, (method, path, status)
+            if "requestBody" in operation:
+                assert "413" in responses, (method, path)
+    for name, status in (("ProxyUnavailable", 503), ("ProxyTooManyRequests", 429)):
+        documented = spec["components"]["responses"][name]
+        assert documented["content"]["application/json"]["example"] == answers[status]
+        assert "Retry-After" in documented["headers"]
+
+
+@pytest.fixture(scope="module")
+def nginx_without_api(tmp_path_factory):
+    """deploy/nginx.conf whose upstream is a port nothing listens on."""
+    prefix = configure(tmp_path_factory.mktemp("nginx-alone"), f"127.0.0.1:{free_port()}")
+
+    # GET / is a 503 here, which says nginx is up as well as a 200 would.
+    with serving(prefix, status=503) as base:
+        yield base
+
+
+def test_nginx_answers_as_documented_when_the_api_is_away(nginx_without_api):
+    spec = yaml.safe_load(SPEC.read_text())
+    unavailable = spec["components"]["responses"]["ProxyUnavailable"]
+    for method, path in (("GET", "/"), ("POST", "/login"), ("GET", "/task/x/events")):
+        answer = requests.request(method, f"{nginx_without_api}{path}", json={}, timeout=10)
+        body = assert_json_error(answer, 503)
+        assert body == unavailable["content"]["application/json"]["example"], (method, path)
+        assert int(answer.headers["Retry-After"]) > 0
+    assert_json_error(requests.get(f"{nginx_without_api}/metrics", timeout=10), 404)
+    # A body past client_max_body_size is refused on its Content-Length alone.
+    host, port = nginx_without_api.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", "/task")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(65 * 1024 * 1024))
+    connection.endheaders()
+    answer = connection.getresponse()
+    body = json.loads(answer.read())
+    connection.close()
+    assert (answer.status, answer.getheader("Content-Type")) == (413, "application/json")
+    assert body == nginx_own_answers()[413]

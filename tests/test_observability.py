@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 import requests
@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tests.conftest import TEST_JWT_SECRET
-from tests.service import _delete_queues, running_service
+from tests.service import running_service
 
 # Each secret the service handles, as a marker no log line may contain.
 MARK = uuid.uuid4().hex[:10]
@@ -167,7 +167,6 @@ def run(config, tmp_path_factory) -> Run:
         task_id = submitted.json()["task_id"]
         result = requests.get(f"{base}/result/{task_id}?wait=30", headers=auth, timeout=40)
         replaced = requests.get(f"{base}/", headers={"X-Request-ID": "not sane!"}, timeout=10)
-    _delete_queues(replace(config, queue_name=queue))
     # Stopped now: their last lines written and their spans exported on the way out.
     with receiver.lock:
         spans = list(receiver.spans)

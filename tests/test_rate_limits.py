@@ -22,7 +22,8 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.auth import PasswordHasher
-from taskservice.config import ConfigError, load_config
+from taskservice.config import ConfigError
+from taskservice.config_loader import load_config
 from taskservice.metrics.api import ApiMetrics
 from taskservice.queue import Publisher
 from taskservice.rate_limits import redis_storage

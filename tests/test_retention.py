@@ -25,8 +25,9 @@ from taskservice.model import (
     TaskResult,
     TaskStatus,
 )
+from taskservice.redis_client import redis_client
 from taskservice.services import request_fingerprint
-from taskservice.status_cache import StatusCache, entry_key, redis_client
+from taskservice.status_cache import StatusCache, entry_key
 from taskservice.store.db import Database
 from taskservice.store.retention import RetentionStore
 from taskservice.store.tasks import TaskStore

@@ -123,7 +123,8 @@ def test_files_reach_a_bash_program_too(run):
 
 
 @pytest.mark.parametrize(
-    "name", ["../escape", "/etc/evil", "a/b/c", "nul\x00byte", "main.py", "", "a/../../b"]
+    "name",
+    ["../escape", "/etc/evil", "a/b/c", "nul\x00byte", "main.py", "", "a/../../b", "out", "out/x"],
 )
 def test_the_bootstrap_refuses_a_file_name_outside_the_rules(run, name):
     # The API refuses these first; the bootstrap refuses them again, and the program never runs.

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from taskservice.config import Language, default_languages
+from taskservice.config import Language
+from taskservice.language_table import default_languages
 from taskservice.model import TaskFile, TaskStatus
 from taskservice.sandbox import SandboxJob, SandboxSettings
 from taskservice.sandbox.framing import STDERR, STDOUT, OutputCapture, frame, pump

@@ -14,16 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import docker.errors
 import pytest
 
-from taskservice.config import default_languages
+from taskservice.language_table import default_languages
 from taskservice.model import TaskStatus
 from taskservice.sandbox import DockerSandbox, SandboxJob, SandboxSettings
-from taskservice.sandbox.pool import (
-    POOL_LABEL,
-    TASK_NAME_PREFIX,
-    PoolSettings,
-    pool_spec,
-    task_name,
-)
+from taskservice.sandbox.container_names import TASK_NAME_PREFIX, task_name
+from taskservice.sandbox.pool import POOL_LABEL, PoolSettings, pool_spec
 from taskservice.sandbox.remover import BackgroundRemover
 from taskservice.sandbox.spec import (
     SERVICE_LABEL,
@@ -296,7 +291,7 @@ def test_the_probe_runs_cold_so_only_languages_with_tasks_get_a_pool(docker_clie
 # A worker that fills its pool, then dies without a word: SIGKILL, nothing removed.
 DYING_WORKER = """
 import os, signal, sys, time, docker
-from taskservice.config import default_languages
+from taskservice.language_table import default_languages
 from taskservice.sandbox import DockerSandbox, SandboxJob, SandboxSettings
 from taskservice.sandbox.pool import PoolSettings
 python = default_languages(sys.argv[1])["python"]

@@ -11,16 +11,16 @@ from datetime import UTC, datetime
 import pytest
 
 from taskservice.model import RunOutcome, Task, TaskRequest, TaskResult, TaskStatus
+from taskservice.redis_client import redis_client
 from taskservice.status_cache import (
     QUEUED_TRUST_SECONDS,
     RUNNING_SLACK_SECONDS,
     StatusCache,
-    channel,
     entry_key,
-    redis_client,
 )
 from taskservice.store.tasks import TaskStore
 from taskservice.store.users import UserStore
+from taskservice.task_channels import channel
 from taskservice.task_queries import TaskQueries
 from taskservice.waits import TaskWaits
 from tests.database_doubles import CountingDatabase

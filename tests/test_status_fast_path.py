@@ -11,7 +11,8 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.rate_limits import redis_storage
-from taskservice.status_cache import SOCKET_TIMEOUT_SECONDS, StatusCache, redis_client
+from taskservice.redis_client import SOCKET_TIMEOUT_SECONDS, redis_client
+from taskservice.status_cache import StatusCache
 from taskservice.store.db import Database
 from taskservice.waits import TaskWaits
 from tests.database_doubles import CountingDatabase

@@ -17,7 +17,15 @@ from playwright.sync_api import expect
 
 from tests.browser import browser_context, ensure_chromium
 from tests.conftest import TEST_JWT_SECRET
-from tests.service import ROOT, ApiUser, Process, free_port, service_env, wait_for_api
+from tests.service import (
+    ROOT,
+    ApiUser,
+    Process,
+    delete_queues,
+    free_port,
+    service_env,
+    wait_for_api,
+)
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -41,6 +49,7 @@ def service(config, tmp_path_factory):
         yield base
     finally:
         api.stop()
+        delete_queues(config.amqp_url, env["QUEUE_NAME"])
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskRequest, TaskStatus
-from taskservice.status_cache import StatusCache, redis_client
+from taskservice.redis_client import redis_client
+from taskservice.status_cache import StatusCache
 from taskservice.store.db import Database
 from taskservice.store.delivery import ClaimResult, DeliveryStore
 from taskservice.store.retention import RetentionStore

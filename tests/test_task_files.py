@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from taskservice import content_types
-from taskservice.config import load_config
+from taskservice.config_loader import load_config
 from taskservice.model import TaskFile
 from taskservice.task_files import (
     FileCaps,

@@ -14,7 +14,8 @@ from falcon import testing
 
 from taskservice.app import Collaborators, create_app
 from taskservice.model import RunOutcome, TaskStatus
-from taskservice.status_cache import StatusCache, redis_client
+from taskservice.redis_client import redis_client
+from taskservice.status_cache import StatusCache
 from taskservice.store.db import Database
 from taskservice.store.delivery import DeliveryStore
 from taskservice.waits import TaskWaits

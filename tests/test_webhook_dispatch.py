@@ -16,8 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
 import pytest
+from prometheus_client import generate_latest
 from standardwebhooks.webhooks import Webhook
 
+from taskservice.metrics.webhooks import DispatcherMetrics
 from taskservice.model import RunOutcome, TaskRequest, TaskStatus
 from taskservice.services import WebhookSecrets
 from taskservice.store.db import Database
@@ -27,6 +29,7 @@ from taskservice.store.users import UserStore
 from taskservice.store.webhooks import WebhookStore
 from taskservice.webhooks.dispatcher import Dispatcher
 from tests.conftest import RUN_ID
+from tests.metrics_text import promtool_check
 from tests.service import own_database_and_queues
 
 
@@ -104,14 +107,29 @@ def ended_task(db, clock, callback_url: str | None, end: str = "finish"):
     return task
 
 
-def dispatcher(db, config, receiver, **settings) -> Dispatcher:
+def dispatcher(db, config, receiver, metrics=None, **settings) -> Dispatcher:
     config = replace(
         config,
         webhook_allowed_hosts=receiver.allowed,
         webhook_retry_seconds=settings.pop("retry", 0.3),
         **settings,
     )
-    return Dispatcher(config, WebhookStore(db), WebhookSecrets(UserStore(db)))
+    secrets = WebhookSecrets(UserStore(db))
+    return Dispatcher(config, WebhookStore(db), secrets, metrics=metrics or DispatcherMetrics())
+
+
+def attempts(metrics: DispatcherMetrics) -> dict[tuple[str, str], float]:
+    """(outcome, status class) -> attempts counted, those above 0."""
+    counted = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "taskservice_webhook_attempts_total" and sample.value:
+                counted[sample.labels["outcome"], sample.labels["status_class"]] = sample.value
+    return counted
+
+
+def timed(metrics: DispatcherMetrics) -> float:
+    return metrics.registry.get_sample_value("taskservice_webhook_attempt_seconds_count")
 
 
 @pytest.mark.parametrize("end", ["finish", "unqueued", "gave_up"])
@@ -156,8 +174,10 @@ def test_a_delivery_is_signed_with_the_owners_secret(db, own_database, clock, re
 @pytest.mark.parametrize("receiver", [[500, 200]], indirect=True)
 def test_a_failed_attempt_is_retried_after_its_pause(db, own_database, clock, receiver):
     task = ended_task(db, clock, receiver.url)
-    dispatch = dispatcher(db, own_database, receiver, retry=1.0)
+    metrics = DispatcherMetrics()
+    dispatch = dispatcher(db, own_database, receiver, metrics, retry=1.0)
     assert dispatch.deliver_one()
+    assert attempts(metrics) == {("will_retry", "5xx"): 1}
     assert WebhookStore(db).state(task.id) == {
         "state": "pending",
         "attempts": 1,
@@ -173,12 +193,16 @@ def test_a_failed_attempt_is_retried_after_its_pause(db, own_database, clock, re
     }
     first, second = receiver.requests
     assert first[0]["webhook-id"] == second[0]["webhook-id"] and first[1] == second[1]
+    assert attempts(metrics) == {("will_retry", "5xx"): 1, ("delivered", "2xx"): 1}
+    assert timed(metrics) == 2
+    promtool_check(generate_latest(metrics.registry).decode())
 
 
 @pytest.mark.parametrize("receiver", [[503]], indirect=True)
 def test_a_delivery_fails_for_good_after_its_last_attempt(db, own_database, clock, receiver):
     task = ended_task(db, clock, receiver.url)
-    dispatch = dispatcher(db, own_database, receiver, retry=0.05, webhook_max_attempts=3)
+    metrics = DispatcherMetrics()
+    dispatch = dispatcher(db, own_database, receiver, metrics, retry=0.05, webhook_max_attempts=3)
     deadline = time.monotonic() + 20
     while WebhookStore(db).state(task.id)["state"] == "pending":
         assert time.monotonic() < deadline
@@ -189,13 +213,16 @@ def test_a_delivery_fails_for_good_after_its_last_attempt(db, own_database, cloc
         "last_status_code": 503,
     }
     assert len(receiver.requests) == 3
+    assert attempts(metrics) == {("will_retry", "5xx"): 2, ("gave_up", "5xx"): 1}
 
 
 def test_a_url_refused_at_delivery_is_never_called(db, own_database, clock, receiver):
     # Stored while its host was allowed (or resolved elsewhere): the check at each attempt wins.
     task = ended_task(db, clock, receiver.url.replace("127.0.0.1", "localhost"))
-    assert dispatcher(db, own_database, receiver).deliver_one()
+    metrics = DispatcherMetrics()
+    assert dispatcher(db, own_database, receiver, metrics).deliver_one()
     assert receiver.requests == []
+    assert attempts(metrics) == {("will_retry", "none"): 1}
     with db.statement() as cursor:
         cursor.execute("SELECT last_error FROM webhook_deliveries WHERE task_id = %s", (task.id,))
         assert "not a public address" in cursor.fetchone()["last_error"]

@@ -13,7 +13,8 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from taskservice.config import ConfigError, load_config
+from taskservice.config import ConfigError
+from taskservice.config_loader import load_config
 from taskservice.errors import CallbackUrlRefused
 from taskservice.webhooks import signing
 from taskservice.webhooks.destinations import (

@@ -1,6 +1,7 @@
 """Webhooks end to end: `taskservice api` and `taskservice worker` as processes, a receiver of
 the test's own on loopback (allowed by WEBHOOK_ALLOWED_HOSTS), signatures checked with the
-Standard Webhooks library, a retry after a 500, and a delivery that outlives a killed worker.
+Standard Webhooks library, a retry after a 500, and a delivery that outlives a killed worker;
+the attempts in the metrics of the worker, and of `taskservice webhooks` sending alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import RUN_ID
 from tests.fault_stack import status_of
-from tests.service import ApiUser, own_database_and_queues
+from tests.metrics_text import promtool_check, value
+from tests.service import ROOT, ApiUser, free_port, own_database_and_queues
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,28 @@ def secret_of(user: ApiUser) -> str:
     ]
 
 
+def attempts(metrics_url: str) -> dict[tuple[str, str], float]:
+    """(outcome, status class) -> attempts counted, as the process serves them; promtool checks
+    the whole text."""
+    text = requests.get(metrics_url, timeout=10).text
+    promtool_check(text)
+    outcomes = [
+        ("delivered", "2xx"),
+        ("will_retry", "4xx"),
+        ("will_retry", "5xx"),
+        ("gave_up", "5xx"),
+        ("will_retry", "none"),
+    ]
+    counted = {
+        (outcome, status_class): value(
+            text, "taskservice_webhook_attempts_total", outcome=outcome, status_class=status_class
+        )
+        for outcome, status_class in outcomes
+    }
+    counted["timed"] = value(text, "taskservice_webhook_attempt_seconds_count")
+    return counted
+
+
 @pytest.mark.parametrize("receiver", [[500, 200]], indirect=True)
 def test_a_result_is_delivered_signed_after_a_retry(stack_factory, webhook_config, receiver):
     stack = stack_factory(
@@ -103,7 +127,8 @@ def test_a_result_is_delivered_signed_after_a_retry(stack_factory, webhook_confi
         WEBHOOK_RETRY_SECONDS="0.5",
     )
     stack.api()
-    stack.worker()
+    metrics_port = free_port()
+    stack.worker(WORKER_METRICS_HOST="127.0.0.1", WORKER_METRICS_PORT=str(metrics_port))
     user = ApiUser(stack.base)
 
     refused = requests.post(
@@ -127,6 +152,53 @@ def test_a_result_is_delivered_signed_after_a_retry(stack_factory, webhook_confi
     assert headers["webhook-id"] == first_headers["webhook-id"] and body == first_body
     result = requests.get(f"{stack.base}/result/{task_id}", headers=user.headers, timeout=10)
     assert result.json()["callback"]["state"] == "delivered"
+    assert attempts(f"http://127.0.0.1:{metrics_port}/metrics") == {
+        ("delivered", "2xx"): 1,
+        ("will_retry", "4xx"): 0,
+        ("will_retry", "5xx"): 1,
+        ("gave_up", "5xx"): 0,
+        ("will_retry", "none"): 0,
+        "timed": 2,
+    }
+
+
+@pytest.mark.parametrize("receiver", [[404, 503]], indirect=True)
+def test_the_webhooks_command_counts_its_attempts_on_its_metrics_port(
+    stack_factory, webhook_config, receiver
+):
+    """`taskservice webhooks` sends alone (the worker none) and serves its metrics as a worker
+    does: a 404, then 503s until it gives up."""
+    stack = stack_factory(
+        webhook_config,
+        WEBHOOK_ALLOWED_HOSTS=receiver.allowed,
+        WEBHOOK_RETRY_SECONDS="0.2",
+        WEBHOOK_MAX_ATTEMPTS="3",
+    )
+    stack.api()
+    worker = stack.worker()  # WEBHOOK_CONCURRENCY=0: the tests' setting
+    metrics_port = free_port()
+    webhooks = stack.webhooks(
+        WEBHOOK_CONCURRENCY="1",
+        WORKER_METRICS_HOST="127.0.0.1",
+        WORKER_METRICS_PORT=str(metrics_port),
+    )
+    user = ApiUser(stack.base)
+    task_id = user.submit("print(1)", callback_url=receiver.url)
+    assert user.wait(task_id)["status"] == "succeeded"
+    assert callback_of(user, task_id, "failed")["attempts"] == 3
+    assert webhooks.alive(), webhooks.log()
+    assert attempts(f"http://127.0.0.1:{metrics_port}/metrics") == {
+        ("delivered", "2xx"): 0,
+        ("will_retry", "4xx"): 1,
+        ("will_retry", "5xx"): 1,
+        ("gave_up", "5xx"): 1,
+        ("will_retry", "none"): 0,
+        "timed": 3,
+    }
+    # PROMETHEUS_MULTIPROC_DIR is in their environment, empty (the API's: it makes its own);
+    # each serves its own registry and keeps no files, in their working directory or elsewhere.
+    for process in (worker, webhooks):
+        assert list(ROOT.glob(f"*_{process.pid}.db")) == [], process.command
 
 
 @pytest.mark.parametrize("receiver", [[200]], indirect=True)

@@ -13,9 +13,11 @@ from limits.storage import RedisStorage, Storage
 from taskservice import errors, http_errors, json_codec, tracing
 from taskservice.api_keys import ApiKeys
 from taskservice.auth import AuthMiddleware, PasswordHasher, TokenService
+from taskservice.body_limit import BodyLimitMiddleware
 from taskservice.client_addresses import ClientAddresses
 from taskservice.clock import Clock, IdGenerator, new_id, utc_now
-from taskservice.config import Config, load_config
+from taskservice.config import Config
+from taskservice.config_loader import load_config
 from taskservice.cors import cors_middleware
 from taskservice.json_body import CheckedJSONHandler
 from taskservice.judge0 import errors as judge0_errors
@@ -25,6 +27,7 @@ from taskservice.output_streams import OutputReader, reader_client
 from taskservice.ports import TaskPublisher, UnitsOfWork
 from taskservice.rate_limits import RateLimiter, RateLimitMiddleware, policies, redis_storage
 from taskservice.readiness import Readiness
+from taskservice.redis_client import redis_client
 from taskservice.request_ids import RequestIdMiddleware
 from taskservice.resources.accounts import LoginResource, RegisterResource
 from taskservice.resources.api_keys import ApiKeyResource, ApiKeysResource
@@ -54,7 +57,7 @@ from taskservice.services import (
     TaskSubmissions,
     WebhookSecrets,
 )
-from taskservice.status_cache import NoCache, StatusCache, redis_client
+from taskservice.status_cache import NoCache, StatusCache
 from taskservice.store.api_keys import ApiKeyStore
 from taskservice.store.db import Database
 from taskservice.store.judge0 import Judge0Store
@@ -74,7 +77,6 @@ from taskservice.webhooks.destinations import DestinationGuard, Resolver, system
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BODY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -96,22 +98,6 @@ class Collaborators:
     # Live output's streams (blocking reads: a Redis client of their own). Without Redis the
     # event streams send the output from PostgreSQL once the task is final.
     outputs: OutputReader = field(default_factory=lambda: OutputReader(None))
-
-
-class BodyLimitMiddleware:
-    """Refuses a body larger than the resource accepts before anything reads it."""
-
-    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
-        limit = getattr(resource, "max_body_bytes", DEFAULT_BODY_LIMIT)
-        if req.content_length is not None and req.content_length > limit:
-            raise http_errors.PayloadTooLarge(f"The request body is over {limit} bytes.")
-        if req.content_length is None and req.get_header("Transfer-Encoding"):
-            # Falcon reads a body of unknown length as empty; say so rather than answer as if
-            # the client had sent nothing. (nginx in front turns chunked bodies into sized ones.)
-            raise falcon.HTTPLengthRequired(
-                title="Length required",
-                description="Send the request body with a Content-Length header, not chunked.",
-            )
 
 
 def _rate_limit_middleware(config: Config, collaborators: Collaborators) -> list:

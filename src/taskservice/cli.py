@@ -7,7 +7,8 @@ import logging
 import sys
 
 from taskservice import logs
-from taskservice.config import ConfigError, load_config
+from taskservice.config import ConfigError
+from taskservice.config_loader import load_config
 
 
 def _migrate(config) -> None:

@@ -1,6 +1,6 @@
 """gunicorn settings, read from the same Config as everything else."""
 
-from taskservice.config import load_config
+from taskservice.config_loader import load_config
 from taskservice.metrics.multiprocess import MultiprocessDirectory
 
 _config = load_config()

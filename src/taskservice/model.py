@@ -6,7 +6,7 @@ or store/delivery.py (the worker's).
     queued  -> running    claim: a worker took the task (attempts += 1, claimed_by = worker,
                           a fresh claim_token; a retry with the same token finds its own claim)
     running -> running    claim: the message came back and the worker that held the task is
-                          gone (see the liveness rule in store/delivery.py), so another takes
+                          gone (see the liveness rule in store/liveness.py), so another takes
                           over (attempts += 1); while the holder lives, the claim waits instead
     running -> succeeded | failed | timed_out | error
                           finish: the worker stored the outcome of the attempt it claimed;

@@ -29,7 +29,7 @@ import redis
 
 from taskservice.broker import broker_addresses, connection_parameters
 from taskservice.config import Config
-from taskservice.status_cache import redis_client
+from taskservice.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 

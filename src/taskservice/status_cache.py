@@ -35,9 +35,9 @@ The rules, and what each one guarantees:
    same script. A waiter subscribes first and reads second (``waits``), so a change between the
    two reaches it either way.
 
-Redis away: each call gives up after a short socket timeout and answers "not known" (a miss, or
-False), and for ``PAUSE_AFTER_FAILURE_SECONDS`` after a failure Redis is not asked at all, so a
-dead Redis costs a request nothing.
+Redis away: each call gives up after a short socket timeout (``redis_client``) and answers "not
+known" (a miss, or False), and for ``PAUSE_AFTER_FAILURE_SECONDS`` after a failure Redis is not
+asked at all, so a dead Redis costs a request nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import redis
 from taskservice import json_codec
 from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
 from taskservice.model import RunOutcome, Task, TaskResult, TaskStatus
+from taskservice.task_channels import channel
 from taskservice.task_views import deletion_body, result_body, status_body
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ QUEUED_TRUST_SECONDS = 2.0
 RUNNING_SLACK_SECONDS = 30.0
 ABSENT_TTL_SECONDS = 60
 PAUSE_AFTER_FAILURE_SECONDS = 1.0
-SOCKET_TIMEOUT_SECONDS = 0.5
 # "Trusted until it expires": beyond any deadline, still an exact float in Lua and JSON.
 FOREVER = 1e15
 _RANK = {TaskStatus.QUEUED: 1, TaskStatus.RUNNING: 2}
@@ -94,12 +94,6 @@ def entry_key(task_id: uuid.UUID) -> str:
     return f"taskservice:task:{task_id}"
 
 
-def channel(task_id: uuid.UUID) -> str:
-    return f"taskservice:task-changed:{task_id}"
-
-
-CHANNEL_PATTERN = "taskservice:task-changed:*"
-
 _FIELDS = ("t", "o", "s")
 _FIELDS_WITH_RESULT = ("t", "o", "s", "r", "d")
 
@@ -107,13 +101,6 @@ _FIELDS_WITH_RESULT = ("t", "o", "s", "r", "d")
 def read_command(task_id: uuid.UUID, with_result: bool = False) -> tuple:
     """The Redis command that reads ``task_id``'s entry (``StatusCache.get`` takes its reply)."""
     return ("HMGET", entry_key(task_id), *(_FIELDS_WITH_RESULT if with_result else _FIELDS))
-
-
-def task_id_of_channel(name: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(name.rsplit(":", 1)[1])
-    except (ValueError, IndexError):
-        return None
 
 
 def version_of(task: Task, deleted: bool = False) -> int:
@@ -135,16 +122,6 @@ class CachedTask:
     @property
     def is_final(self) -> bool:
         return self.result is not None or self.deleted is not None
-
-
-def redis_client(url: str) -> redis.Redis:
-    """A client that connects on first use (never at import, nor before gunicorn forks)."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-        health_check_interval=30,
-    )
 
 
 class StatusCache:

@@ -10,6 +10,8 @@ is one for every language, as openapi.yaml states it) or of ``out``: the folder 
 leaves its artifacts in starts empty, so that only what the program wrote there comes back.
 
 The same rules apply to the files of a Judge0 ``additional_files`` zip (judge0/zip_files.py).
+The sandbox's bootstrap checks each name again with the standard library alone
+(``sandbox/bootstrap.file_problem``); tests/test_file_name_rules.py keeps the two alike.
 """
 
 from __future__ import annotations

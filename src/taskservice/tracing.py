@@ -6,7 +6,7 @@ nothing, and the SDK is not even imported.
 
 ``OTEL_TRACES_EXPORTER`` (in ``Config``) turns it on: ``otlp`` (OTLP over HTTP/protobuf) and/or
 ``console``. Everything else is OpenTelemetry's own standard variables, which its SDK reads
-from the environment itself, the one exception to ``config.py`` being the only reader of
+from the environment itself, the one exception to ``config_loader.py`` being the only reader of
 ``os.environ``: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
 ``..._HEADERS``, ``..._TIMEOUT``, ``..._COMPRESSION``), ``OTEL_SERVICE_NAME`` and
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG``,
@@ -78,7 +78,7 @@ def _exporter(name: str):
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    raise ValueError(f"unknown trace exporter {name!r}")  # config.py admits no other
+    raise ValueError(f"unknown trace exporter {name!r}")  # config_loader.py admits no other
 
 
 def configure_api(config: Config) -> None:

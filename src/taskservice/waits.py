@@ -37,7 +37,7 @@ from collections.abc import Callable
 import redis
 
 from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
-from taskservice.status_cache import CHANNEL_PATTERN, task_id_of_channel
+from taskservice.task_channels import CHANNEL_PATTERN, task_id_of_channel
 
 log = logging.getLogger(__name__)
 

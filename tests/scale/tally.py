@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from taskservice.sandbox.pool import TASK_NAME_PREFIX
+from taskservice.sandbox.container_names import TASK_NAME_PREFIX
 
 FINAL = {"succeeded", "failed", "timed_out", "error", "cancelled"}
 # The worker's line for an attempt's outcome: "task <id> attempt <n>: <status>[ (not stored...)]"

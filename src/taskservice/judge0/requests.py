@@ -1,5 +1,5 @@
-"""Judge0's request bodies and query parameters, checked as Judge0 checks them: every problem
-of a submission at once, as ``{"field": ["message", ...]}`` with 422."""
+"""Judge0's request bodies, checked as Judge0 checks them: every problem of a submission at once,
+as ``{"field": ["message", ...]}`` with 422. Its query parameters are ``query_params``."""
 
 from __future__ import annotations
 
@@ -63,25 +63,6 @@ class Judge0Submission:
     wall_time_limit: float
     memory_limit: int
     callback_url: str | None
-
-
-def only_parameters(params: Mapping[str, Any], allowed: set[str]) -> None:
-    """Refuse query parameters the operation does not have, as the service's own routes do: a
-    misspelt `base64_encoded` would otherwise be silently taken as false."""
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        names = ", ".join(sorted(allowed)) or "none"
-        raise bad_request(f"unknown query parameter {unknown[0][:40]!r}; this takes {names}")
-
-
-def flag(params: Mapping[str, Any], name: str) -> bool:
-    """A true/false query parameter (``base64_encoded``, ``wait``); false when absent."""
-    value = params.get(name)
-    if value is None:
-        return False
-    if value not in ("true", "false"):
-        raise bad_request(f"{name} must be true or false, not {str(value)[:40]!r}")
-    return value == "true"
 
 
 def submission(body: Any, encoded: bool, limits: Judge0Limits) -> Judge0Submission:
@@ -296,16 +277,3 @@ def _as_number(value: Any) -> float | None:
 
 def _plain(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
-
-
-def fields_param(raw: str | None, known: tuple[str, ...], default: tuple[str, ...]) -> tuple:
-    """The ``fields`` parameter: ``*``, a comma-separated list of fields, or the default."""
-    if raw is None or raw == "":
-        return default
-    if raw.strip() == "*":
-        return known
-    wanted = tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
-    unknown = [name for name in wanted if name not in known]
-    if unknown or not wanted:
-        raise bad_request(f"invalid fields: [{', '.join(name[:40] for name in unknown[:5])}]")
-    return wanted

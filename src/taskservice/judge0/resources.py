@@ -1,5 +1,5 @@
-"""The /judge0 endpoints. Reading Judge0's input is ``requests``, writing its submissions
-``views``; a submission is stored and queued by ``TaskSubmissions`` as any task is."""
+"""The /judge0 endpoints. Reading Judge0's input is ``requests`` and ``query_params``, writing
+its submissions ``views``; ``TaskSubmissions`` stores and queues a submission as any task."""
 
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ from taskservice.config import Config
 from taskservice.errors import ServiceUnavailable, TooManyActiveTasks
 from taskservice.judge0 import catalog
 from taskservice.judge0.errors import Judge0Error, bad_request, not_found, unprocessable_message
-from taskservice.judge0.requests import (
-    Judge0Limits,
-    Judge0Submission,
-    fields_param,
-    flag,
-    only_parameters,
-)
+from taskservice.judge0.query_params import fields_param, flag, only_parameters
+from taskservice.judge0.requests import Judge0Limits, Judge0Submission
 from taskservice.judge0.requests import submission as parse_submission
 from taskservice.judge0.views import DEFAULT_FIELDS, FIELDS, SubmissionView
 from taskservice.model import Task

@@ -24,7 +24,10 @@ Worker (its own port, WORKER_METRICS_PORT):
   taskservice_tasks_running                                      gauge
   taskservice_queue_messages                                     gauge, ready in the broker
   taskservice_task_redeliveries_total
-Both:
+Webhook dispatchers (the worker's port, or that of `taskservice webhooks`; ``metrics.webhooks``):
+  taskservice_webhook_attempts_total{outcome, status_class}     delivered, will_retry, gave_up
+  taskservice_webhook_attempt_seconds                            histogram, one attempt
+All:
   taskservice_dependency_errors_total{dependency}                database, broker, redis, docker
 """
 
@@ -37,6 +40,11 @@ DATABASE = "database"
 BROKER = "broker"
 REDIS = "redis"
 DOCKER = "docker"
+# The values of the `outcome` label of webhook attempts: the receiver took it; it failed and
+# will be tried again; it failed for the last time (WEBHOOK_MAX_ATTEMPTS) and ends as failed.
+DELIVERED = "delivered"
+WILL_RETRY = "will_retry"
+GAVE_UP = "gave_up"
 
 
 class NoMetrics:
@@ -81,6 +89,12 @@ class NoMetrics:
 
     def queue_messages(self, count: int) -> None:
         """The broker's count of messages ready in the work queue."""
+
+    # --- webhook dispatchers (the worker, `taskservice webhooks`) ---------------------------
+
+    def webhook_attempt(self, outcome: str, status_code: int | None, seconds: float) -> None:
+        """One delivery attempt ended: ``outcome`` (metrics.webhooks), the receiver's status
+        (None: no HTTP answer), how long it took."""
 
 
 NO_METRICS = NoMetrics()

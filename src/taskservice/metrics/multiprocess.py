@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 ENVIRONMENT_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
+def serve_own_registry() -> None:
+    """For a process that serves its own registry (the worker, `taskservice webhooks`), before
+    prometheus_client is imported: the API's directory goes out of its environment, which it may
+    share with the API. prometheus_client turns its multiprocess mode on when the variable is
+    there at all: even empty, when it writes its files into the working directory."""
+    os.environ.pop(ENVIRONMENT_VARIABLE, None)
+
+
 class MultiprocessDirectory:
     """The directory of one gunicorn master's processes. Nothing happens until ``prepare``."""
 

@@ -18,6 +18,7 @@ from prometheus_client.process_collector import ProcessCollector
 from taskservice.config import Config, ConfigError
 from taskservice.metrics import BROKER, DATABASE, DOCKER, REDIS, NoMetrics
 from taskservice.metrics.dependencies import dependency_errors_counter
+from taskservice.metrics.webhooks import WebhookAttempts
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class WorkerMetrics(NoMetrics):
         self._dependency_errors = dependency_errors_counter(
             self.registry, (DATABASE, BROKER, REDIS, DOCKER)
         )
+        # Its dispatcher threads' (WEBHOOK_CONCURRENCY; none where `taskservice webhooks` sends).
+        self._webhooks = WebhookAttempts(self.registry)
 
     def dependency_error(self, dependency: str) -> None:
         self._dependency_errors.labels(dependency).inc()
@@ -109,6 +112,9 @@ class WorkerMetrics(NoMetrics):
     def queue_messages(self, count: int) -> None:
         self._queue.set(count)
 
+    def webhook_attempt(self, outcome: str, status_code: int | None, seconds: float) -> None:
+        self._webhooks.record(outcome, status_code, seconds)
+
 
 class MetricsServer:
     """The worker's ``/metrics`` endpoint, on a thread of prometheus_client's HTTP server."""
@@ -118,8 +124,9 @@ class MetricsServer:
         self._thread = thread
 
     @classmethod
-    def start(cls, config: Config, metrics: WorkerMetrics) -> MetricsServer | None:
-        """Listen on WORKER_METRICS_HOST:WORKER_METRICS_PORT; None when the port is 0."""
+    def start(cls, config: Config, metrics: NoMetrics) -> MetricsServer | None:
+        """Listen on WORKER_METRICS_HOST:WORKER_METRICS_PORT, serving ``metrics.registry`` (a
+        worker's, or `taskservice webhooks`'s); None when the port is 0."""
         host, port = config.worker_metrics_host, config.worker_metrics_port
         if port == 0:
             return None

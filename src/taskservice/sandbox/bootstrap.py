@@ -10,7 +10,8 @@ worker imports it for its constants and ``name_problem``; ``main`` runs only in 
    the kernel has subreapers: gVisor has none).
 2. From fd 0, with raw reads (a buffered reader would swallow the start of the program's
    stdin): the header line, the code, the files. It writes them to /tmp with O_EXCL and
-   O_NOFOLLOW, refusing any name outside the rules, and makes the empty folder ``out``.
+   O_NOFOLLOW, refusing any name outside the rules (the API's, ``task_files``: a file may not
+   take the place of the code file or of ``out``), and makes the empty folder ``out``.
 3. It runs the interpreter as its child, with fds 0, 1 and 2 inherited (the rest of fd 0 is the
    program's stdin), and passes on the signals docker-init sends it.
 4. Once the program has ended, it kills every other process in the container and reaps them
@@ -63,6 +64,16 @@ def name_problem(name):
     if name.startswith("/") or len(parts) > 2 or any(p in ("", ".", "..") for p in parts):
         return "is absolute, more than one folder deep, or has an empty, '.' or '..' part"
     return None
+
+
+def file_problem(name, code_name):
+    """Why ``name`` may not be a task file's name beside the code file ``code_name``, or None:
+    ``name_problem``'s rules, and not in the place of the code file or of ``out``."""
+    problem = name_problem(name)
+    top = name.partition("/")[0]
+    if problem is None and top in (code_name, OUT_FOLDER):
+        return f"takes the place of {top!r}, which the sandbox uses itself"
+    return problem
 
 
 def fail(message):
@@ -129,14 +140,14 @@ def open_folder(name, folder_fd, create=False):
     return os.open(name, flags, dir_fd=folder_fd)
 
 
-def write_files(files_size, workdir_fd):
+def write_files(files_size, workdir_fd, code_name):
     while files_size > 0:
         name_size = NAME_SIZE.unpack(read_exactly(NAME_SIZE.size))[0]
         raw_name = read_exactly(name_size)
         size = CONTENT_SIZE.unpack(read_exactly(CONTENT_SIZE.size))[0]
         files_size -= NAME_SIZE.size + name_size + CONTENT_SIZE.size + size
         name = raw_name.decode("utf-8", "surrogateescape")
-        problem = name_problem(name)
+        problem = file_problem(name, code_name)
         if problem or files_size < 0:
             fail(f"refused the file {name!r}: {problem or 'its size overruns the block'}")
         folder, _, base = name.rpartition("/")
@@ -272,10 +283,10 @@ def main():
 
     code_size, files_size, max_artifacts, max_artifact_bytes, nonce = read_header()
     workdir_fd = os.open(WORKDIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    write_new(sys.argv[1].rpartition("/")[2], code_size, workdir_fd)
-    write_files(files_size, workdir_fd)
-    # Empty, so that only what the program writes there comes back. Should a given file's
-    # folder be named so (the API refuses it), that folder is used.
+    code_name = sys.argv[1].rpartition("/")[2]
+    write_new(code_name, code_size, workdir_fd)
+    write_files(files_size, workdir_fd, code_name)
+    # Empty, so that only what the program writes there comes back: no file may be in it.
     os.close(open_folder(OUT_FOLDER, workdir_fd, create=True))
     count = int(sys.argv[2])
     command = [*sys.argv[3 : 3 + count], sys.argv[1], *sys.argv[3 + count :]]

@@ -25,12 +25,15 @@ from opentelemetry import trace
 from taskservice.config import Language
 from taskservice.metrics import DOCKER, NO_METRICS, NoMetrics
 from taskservice.model import RunOutcome, TaskStatus
+from taskservice.sandbox.attach_stream import close_attach
+from taskservice.sandbox.container_names import task_name
 from taskservice.sandbox.errors import SandboxFailure, SandboxUnavailable
 from taskservice.sandbox.janitor import Janitor
-from taskservice.sandbox.pool import PoolSettings, Warm, WarmPool, close_attach, task_name
+from taskservice.sandbox.pool import PoolSettings, WarmPool
 from taskservice.sandbox.remover import BackgroundRemover
 from taskservice.sandbox.spec import SandboxJob, SandboxSettings, container_spec
 from taskservice.sandbox.supervisor import OOM_EVENT_WAIT_SECONDS, WAIT_SECONDS, supervise
+from taskservice.sandbox.warm_container import Warm
 
 log = logging.getLogger(__name__)
 # OpenTelemetry's global tracer: a no-op until the worker sets up a provider (taskservice.tracing).

@@ -25,8 +25,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from taskservice.sandbox.container_names import task_name_prefix
 from taskservice.sandbox.errors import SandboxUnavailable
-from taskservice.sandbox.pool import task_name_prefix
 from taskservice.sandbox.spec import SERVICE_LABEL, SERVICE_LABEL_VALUE, TASK_LABEL, TIMEOUT_LABEL
 
 log = logging.getLogger(__name__)

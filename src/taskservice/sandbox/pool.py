@@ -19,24 +19,21 @@ stream has anything to read (it died, or printed before any code reached it).
 Labels: a pooled container has no task yet, and labels cannot change, so it carries
 ``POOL_LABEL`` (this pool's id) and a time limit of its longest possible life, the pool's
 maximum age plus the longest task: the janitor of any worker removes it once that has passed
-since its start, as any orphan. A taken container is renamed after its task (``task_name``), so
-that ``remove_task_containers`` finds it when the task runs again elsewhere.
+since its start, as any orphan. A taken container is renamed after its task
+(``container_names.task_name``), so that ``remove_task_containers`` finds it when the task runs
+again elsewhere.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
-import select
-import socket
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -44,6 +41,7 @@ import docker.errors
 import requests.exceptions
 
 from taskservice.config import Language
+from taskservice.sandbox.attach_stream import close_attach
 from taskservice.sandbox.spec import (
     SERVICE_LABEL,
     SERVICE_LABEL_VALUE,
@@ -52,11 +50,11 @@ from taskservice.sandbox.spec import (
     SandboxSettings,
     container_spec,
 )
+from taskservice.sandbox.warm_container import Warm
 
 log = logging.getLogger(__name__)
 
 POOL_LABEL = "taskservice.pool"
-TASK_NAME_PREFIX = "taskservice-task-"
 _DOCKER_ERRORS = (docker.errors.APIError, requests.exceptions.RequestException)
 # How often the pool looks for containers past their age or dead, at most.
 _CHECK_INTERVAL_SECONDS = 30.0
@@ -74,41 +72,6 @@ class PoolSettings:
     # own (Language.memory_mb).
     memory_mb: int = 256
     longest_task_seconds: int = 60  # the longest time limit a task may have
-
-
-@dataclass
-class Warm:
-    """A started container waiting for its code, with its open attach stream."""
-
-    container: Any
-    attach: Any
-    sock: socket.socket
-    language: str
-    memory_mb: int
-    # Taken before the create: the age counted here is never less than the engine's.
-    created_at: float = field(default_factory=time.monotonic)
-
-    def age(self) -> float:
-        return time.monotonic() - self.created_at
-
-    def spoiled(self) -> bool:
-        """Anything to read before the code was sent: the end of the stream (it died) or
-        output nobody asked for. Either way it is not the pristine container a task needs."""
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
-
-
-def task_name_prefix(task_id: str) -> str:
-    """What the name of each container taken for ``task_id`` starts with."""
-    return f"{TASK_NAME_PREFIX}{re.sub(r'[^a-zA-Z0-9_-]', '_', task_id)}-"
-
-
-def task_name(task_id: str) -> str:
-    """The name a taken container gets: its task's id, then a suffix that keeps it unique."""
-    return task_name_prefix(task_id) + uuid.uuid4().hex[:8]
 
 
 def pool_spec(
@@ -310,15 +273,3 @@ class WarmPool:
             self._discard(warm)
         if self._checker is not None:
             self._checker.join(timeout=5)
-
-
-def close_attach(attach, sock: socket.socket | None) -> None:
-    # Closing the socket first: kill() and remove() can block for the whole API timeout while
-    # an attach stream is still open.
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            sock.close()
-    with contextlib.suppress(OSError):
-        attach.close()

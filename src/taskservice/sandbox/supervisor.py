@@ -17,10 +17,10 @@ import docker.errors
 from taskservice.model import RunOutcome
 from taskservice.sandbox import framing
 from taskservice.sandbox.artifacts import StdoutSplitter
+from taskservice.sandbox.attach_stream import close_attach
 from taskservice.sandbox.bootstrap import marker
 from taskservice.sandbox.memory import MemorySampler
 from taskservice.sandbox.outcome import EndedBy, classify
-from taskservice.sandbox.pool import close_attach
 from taskservice.sandbox.protocol import encode_input, new_nonce
 from taskservice.sandbox.spec import SandboxJob, SandboxSettings
 

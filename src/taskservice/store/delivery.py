@@ -1,17 +1,6 @@
 """Delivery: claiming a task for one attempt, storing that attempt's outcome, and finding the
-tasks whose message must be sent anew. See ``taskservice.model`` for the transitions.
-
-The liveness rule. A task `running` on another worker is taken over (by a claim) or sent anew
-(by the sweeper) only when its holder is gone:
-- the holder has no row in ``workers`` (it left cleanly, or was forgotten), or
-- the holder's heartbeat is older than the lease, *and* the judging worker has itself reached
-  the database without a break for a whole lease (``workers.connected_since``).
-Both times are the database's own clock. The second condition is what makes a database outage
-harmless: while the database is away nobody's heartbeat lands, so afterwards every holder looks
-stale; but every judge's run of heartbeats starts anew at the same moment, and a live holder
-beats again well within the lease that the judges must wait. (A holder cut off from the
-database alone, while others reach it, is judged gone after a lease: that is what a lease
-means; its late outcome is refused by the attempt guard, so one outcome is stored.)
+tasks whose message must be sent anew. See ``taskservice.model`` for the transitions, and
+``store.liveness`` for when a task's holder counts as gone.
 """
 
 from __future__ import annotations
@@ -22,12 +11,24 @@ from dataclasses import replace
 from datetime import datetime
 
 from taskservice.content_types import describe
-from taskservice.model import ArtifactInfo, ClaimedTask, RunOutcome, TaskStatus
+from taskservice.model import ClaimedTask, RunOutcome, TaskStatus
 from taskservice.ports import NO_CHANGES, TaskChanges, UnitsOfWork
 from taskservice.store.fair_share import should_step_aside
-from taskservice.store.rows import OUTCOME_COLUMNS, TASK_COLUMNS, outcome_from_row, task_from_row
-from taskservice.store.task_files import ARTIFACT_LIST_COLUMN, insert_artifacts, select_files
-from taskservice.task_files import name_problem
+from taskservice.store.liveness import HOLDER_GONE
+from taskservice.store.rows import (
+    OUTCOME_COLUMNS,
+    TASK_COLUMNS,
+    claimed_from_row,
+    outcome_from_row,
+    task_from_row,
+)
+from taskservice.store.task_files import (
+    ARTIFACT_LIST_COLUMN,
+    artifact_listing,
+    insert_artifacts,
+    select_files,
+    servable_artifacts,
+)
 
 CANCELLED_WHILE_RUNNING = (
     "Cancelled by its owner while it ran; the output is what the program wrote until then."
@@ -36,17 +37,6 @@ CANCELLED_WHILE_RUNNING = (
 # How often one task's id may be sent anew per claim, by the sweeper and idempotent repeats
 # together: with the first message, a task never has more than 1 + MAX_RESENDS in flight.
 MAX_RESENDS = 3
-
-# The judge's run of contact is unbroken up to now (its last beat is recent) and a lease long.
-_JUDGE_MAY_JUDGE = (
-    "EXISTS (SELECT 1 FROM workers j WHERE j.id = %(judge)s"
-    " AND j.heartbeat_at > now() - make_interval(secs => %(lease)s / 2.0)"
-    " AND j.connected_since <= now() - make_interval(secs => %(lease)s))"
-)
-_HOLDER_GONE = (
-    f"(w.id IS NULL OR (w.heartbeat_at <= now() - make_interval(secs => %(lease)s)"
-    f" AND {_JUDGE_MAY_JUDGE}))"
-)
 
 
 class ClaimResult(enum.Enum):
@@ -94,9 +84,9 @@ class DeliveryStore:
             # Read apart from the claim: a task's files never change while it may run.
             with self._db.statement() as cursor:
                 files = select_files(cursor, task_id)
-            return result, replace(_claimed(row), files=files)
+            return result, replace(claimed_from_row(row), files=files)
         if result in (ClaimResult.GAVE_UP, ClaimResult.CANCELLED):
-            return result, _claimed(row)  # the task that ended, for the record of its outcome
+            return result, claimed_from_row(row)  # the task that ended, to record its outcome
         return result, None
 
     def _claim(self, task_id, worker_id, now, max_attempts, lease_seconds, claim_token):
@@ -107,7 +97,7 @@ class DeliveryStore:
                 "SELECT t.status, t.attempts, t.user_id, t.deferrals,"
                 " t.cancel_requested_at IS NOT NULL AS cancel_requested,"
                 " t.claimed_by = %(judge)s AS mine,"
-                f" {_HOLDER_GONE} AS holder_gone"
+                f" {HOLDER_GONE} AS holder_gone"
                 " FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
                 " WHERE t.id = %(task)s FOR UPDATE OF t",
                 params,
@@ -220,7 +210,7 @@ class DeliveryStore:
             if row is not None:
                 insert_artifacts(cursor, task_id, outcome.artifacts, infos)
         if row is not None:
-            stored = replace(outcome_from_row(row), artifact_list=_listed(infos))
+            stored = replace(outcome_from_row(row), artifact_list=artifact_listing(infos))
         else:
             row = self._own_finish(task_id, attempt, outcome, now)
             if row is None:
@@ -291,7 +281,7 @@ class DeliveryStore:
             cursor.execute(
                 "UPDATE tasks SET requeued_at = now(), resends = resends + 1 WHERE id IN ("
                 " SELECT t.id FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by"
-                f" WHERE ((t.status = 'running' AND {_HOLDER_GONE})"
+                f" WHERE ((t.status = 'running' AND {HOLDER_GONE})"
                 "     OR (t.status = 'queued'"
                 "         AND t.created_at < now() - make_interval(secs => %(queued_after)s)))"
                 " AND t.resends < %(max_resends)s"
@@ -317,37 +307,3 @@ class DeliveryStore:
                 "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = ANY(%s)",
                 (list(task_ids),),
             )
-
-
-def servable_artifacts(outcome: RunOutcome) -> RunOutcome:
-    """The outcome with only artifacts whose names the service can store and serve (the rules
-    of task_files.py). The sandbox sends no other; a program that forges its output channel
-    could, and then the rest are left out as for the caps: ``artifacts_truncated``."""
-    kept = tuple(a for a in outcome.artifacts if name_problem(a.name) is None)
-    if len(kept) == len(outcome.artifacts):
-        return outcome
-    return replace(outcome, artifacts=kept, artifacts_truncated=True)
-
-
-def _listed(infos: tuple[ArtifactInfo, ...]) -> tuple[ArtifactInfo, ...]:
-    """As GET /result lists them when read back: by name (code point order, as COLLATE "C"
-    sorts UTF-8), a name once (the first)."""
-    first: dict[str, ArtifactInfo] = {}
-    for info in infos:
-        first.setdefault(info.name, info)
-    return tuple(sorted(first.values(), key=lambda info: info.name))
-
-
-def _claimed(row) -> ClaimedTask:
-    return ClaimedTask(
-        id=row["id"],
-        language=row["language"],
-        code=bytes(row["code"]),
-        stdin=bytes(row["stdin"]),
-        timeout_seconds=row["timeout_seconds"],
-        memory_mb=row["memory_mb"],
-        attempt=row["attempts"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        arguments=tuple(row["arguments"] or ()),
-    )

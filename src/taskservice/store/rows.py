@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from taskservice.model import ArtifactInfo, DataDeletion, DeletedBy, RunOutcome, Task, TaskStatus
+from taskservice.model import (
+    ArtifactInfo,
+    ClaimedTask,
+    DataDeletion,
+    DeletedBy,
+    RunOutcome,
+    Task,
+    TaskStatus,
+)
 
 TASK_COLUMNS = (
     "id, user_id, language, status, timeout_seconds, memory_mb, attempts,"
@@ -59,3 +67,18 @@ def deletion_from_row(row) -> DataDeletion | None:
     if row["data_deleted_at"] is None:
         return None
     return DataDeletion(at=row["data_deleted_at"], by=DeletedBy(row["data_deleted_by"]))
+
+
+def claimed_from_row(row) -> ClaimedTask:
+    return ClaimedTask(
+        id=row["id"],
+        language=row["language"],
+        code=bytes(row["code"]),
+        stdin=bytes(row["stdin"]),
+        timeout_seconds=row["timeout_seconds"],
+        memory_mb=row["memory_mb"],
+        attempt=row["attempts"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        arguments=tuple(row["arguments"] or ()),
+    )

@@ -11,10 +11,11 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from taskservice.model import ArtifactInfo, TaskFile
+from taskservice.model import ArtifactInfo, RunOutcome, TaskFile
 from taskservice.ports import UnitsOfWork
+from taskservice.task_files import name_problem
 
 
 def artifact_list_column(tasks: str = "tasks") -> str:
@@ -111,3 +112,22 @@ class ArtifactStore:
             return ArtifactLookup.NO_ARTIFACT, None
         info = ArtifactInfo(row["name"], row["size"], row["content_type"], row["sha256"])
         return ArtifactLookup.FOUND, StoredArtifact(info, bytes(row["content"]))
+
+
+def servable_artifacts(outcome: RunOutcome) -> RunOutcome:
+    """The outcome with only artifacts whose names the service can store and serve (the rules
+    of taskservice.task_files). The sandbox sends no other; a program that forges its output
+    channel could, and then the rest are left out as for the caps: ``artifacts_truncated``."""
+    kept = tuple(a for a in outcome.artifacts if name_problem(a.name) is None)
+    if len(kept) == len(outcome.artifacts):
+        return outcome
+    return replace(outcome, artifacts=kept, artifacts_truncated=True)
+
+
+def artifact_listing(infos: tuple[ArtifactInfo, ...]) -> tuple[ArtifactInfo, ...]:
+    """As GET /result lists them when read back: by name (code point order, as COLLATE "C"
+    sorts UTF-8), a name once (the first)."""
+    first: dict[str, ArtifactInfo] = {}
+    for info in infos:
+        first.setdefault(info.name, info)
+    return tuple(sorted(first.values(), key=lambda info: info.name))

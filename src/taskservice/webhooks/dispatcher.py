@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from taskservice.config import Config, ConfigError
 from taskservice.errors import CallbackUrlRefused, DatabaseUnavailable
-from taskservice.metrics import NO_METRICS, NoMetrics
+from taskservice.metrics import DELIVERED, GAVE_UP, NO_METRICS, WILL_RETRY, NoMetrics
 from taskservice.services import WebhookSecrets
 from taskservice.store.db import Database
 from taskservice.store.users import UserStore
@@ -43,7 +43,8 @@ def build_dispatcher(
     # Each thread holds one connection for its claim and may need a second, briefly, to make
     # the owner's first secret; with two each, no thread ever waits for another's.
     db = Database(config.database_url, size=2 * max(1, config.webhook_concurrency), metrics=metrics)
-    return Dispatcher(config, WebhookStore(db), WebhookSecrets(UserStore(db))), db
+    secrets = WebhookSecrets(UserStore(db))
+    return Dispatcher(config, WebhookStore(db), secrets, metrics=metrics), db
 
 
 def retry_pause(failed_attempts: int, first_pause: float, jitter: float = 0.0) -> float:
@@ -61,6 +62,7 @@ class Dispatcher:
         guard: DestinationGuard | None = None,
         sender: Sender | None = None,
         wall_clock: Callable[[], float] | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ):
         self._store = store
         self._secrets = secrets
@@ -70,23 +72,30 @@ class Dispatcher:
         self._first_pause = config.webhook_retry_seconds
         self._concurrency = config.webhook_concurrency
         self._wall_clock = wall_clock or time.time
+        self._metrics = metrics
 
     def deliver_one(self) -> bool:
         """Make one attempt at the oldest due delivery; False when none was due."""
         with self._store.claim() as due:
             if due is None:
                 return False
+            started = time.monotonic()
             attempt = self._attempt(due)
+            seconds = time.monotonic() - started
             number = due.attempts + 1
             task_id = due.result.task.id
             if attempt.delivered:
                 due.delivered(attempt.status_code)
+                # Counted once its end is recorded: an attempt whose record failed is made again.
+                self._metrics.webhook_attempt(DELIVERED, attempt.status_code, seconds)
                 log.info("webhook of task %s delivered (attempt %d)", task_id, number)
                 return True
             last = number >= self._max_attempts
             jitter = random.uniform(-1, 1)  # noqa: S311 - spreads retries, guards nothing
             pause = None if last else retry_pause(number, self._first_pause, jitter)
             due.failed(attempt.status_code, attempt.error, pause)
+            outcome = GAVE_UP if last else WILL_RETRY
+            self._metrics.webhook_attempt(outcome, attempt.status_code, seconds)
             reason = attempt.error or f"answered {attempt.status_code}"
             if last:
                 log.warning(
@@ -152,9 +161,18 @@ def run_dispatcher(config: Config) -> None:
     gives this process alone a way out (docker-compose.yml does so)."""
     import signal
 
+    from taskservice.metrics.multiprocess import serve_own_registry
+
+    serve_own_registry()  # before prometheus_client is imported, just below
+    from taskservice.metrics.webhooks import DispatcherMetrics
+    from taskservice.metrics.worker import MetricsServer
+
     if config.webhook_concurrency < 1:
         raise ConfigError("WEBHOOK_CONCURRENCY must be at least 1 for `taskservice webhooks`")
-    dispatcher, db = build_dispatcher(config)
+    metrics = DispatcherMetrics()
+    # Its deliveries' metrics, on the port a worker would use (0: none).
+    metrics_server = MetricsServer.start(config, metrics)
+    dispatcher, db = build_dispatcher(config, metrics)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
@@ -167,4 +185,6 @@ def run_dispatcher(config: Config) -> None:
     for thread in threads:
         thread.join(timeout=config.webhook_timeout_seconds + 5)
     db.close()
+    if metrics_server is not None:
+        metrics_server.stop()
     log.info("webhook dispatcher stopped")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 import uuid
@@ -18,6 +17,7 @@ import uuid
 from taskservice import logs, tracing
 from taskservice.config import Config
 from taskservice.errors import DatabaseUnavailable
+from taskservice.metrics.multiprocess import serve_own_registry
 from taskservice.sandbox import SandboxSettings
 from taskservice.sandbox.pool import PoolSettings
 from taskservice.store.delivery import DeliveryStore
@@ -76,16 +76,15 @@ def _report_versions_until(reporter: VersionReporter, stopped: threading.Event, 
 
 def run_worker(config: Config) -> None:
     """Build the real collaborators and consume until stopped."""
-    if config.prometheus_multiproc_dir:
-        # The API's setting, in an environment shared with it: the worker is one process that
-        # serves its own registry, and its values must not land among the API's files, which
-        # prometheus_client would do if it found the variable when imported (just below).
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    # Its values must not land among the API's files (or, the variable empty, in the working
+    # directory), which prometheus_client would do if it found the variable when imported.
+    serve_own_registry()
     from taskservice.metrics.worker import MetricsServer, WorkerMetrics
     from taskservice.output_streams import OutputFeeds
     from taskservice.queue import Publisher
+    from taskservice.redis_client import redis_client
     from taskservice.sandbox import DockerSandbox, docker_client
-    from taskservice.status_cache import StatusCache, redis_client
+    from taskservice.status_cache import StatusCache
     from taskservice.store.db import Database
 
     metrics = WorkerMetrics()
