@@ -15,8 +15,12 @@ run: prepare
 	@scripts/run.sh
 
 # Tests marked runsc change the host's Docker engine (daemon.json, a reload): `make test-runsc`.
+# Two test processes (pytest-xdist), each with a database and queues of its own: most of the
+# suite's time is waiting on containers, servers restarting and deadlines, not the CPU. A file's
+# tests stay in one process (--dist loadfile), so a module's service starts once.
+TEST_PROCESSES ?= 2
 test: venv services docker image browser promtool nginx compose lint
-	$(BIN)/pytest -q -m "not runsc"
+	$(BIN)/pytest -q -m "not runsc" -n $(TEST_PROCESSES) --dist loadfile
 
 # gVisor: installs runsc and registers it with the local dockerd (scripts/enable-runsc.sh), then
 # runs a task under it. Needs root; the engine's configuration stays changed afterwards.

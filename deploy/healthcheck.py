@@ -16,7 +16,7 @@ import http.client
 import sys
 from pathlib import Path
 
-from taskservice.config import load_config
+from taskservice.config_loader import load_config
 
 ROLES = ("api", "worker", "migrate")
 

@@ -59,7 +59,7 @@ verify_python() { # image-ref
 
 # Everything the python image has, and the libraries at work: a computation with each, and a
 # plot saved as a PNG under /tmp with the environment the python-data language gives its tasks
-# (taskservice.config.default_languages).
+# (taskservice.language_table.default_languages).
 verify_data() { # image-ref
   verify_python "$1" || return 1
   local check out

@@ -1,6 +1,7 @@
 """Shared fixtures. PostgreSQL, RabbitMQ and Docker are the real ones; none is mocked.
 
-Each test run gets its own database and queue names, so runs never see each other's data.
+Each test run gets its own database and queue names, so runs never see each other's data; under
+pytest-xdist (`make test`) each test process is such a run.
 API tests run inside a transaction that is rolled back at the end of each test.
 """
 

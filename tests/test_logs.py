@@ -176,7 +176,7 @@ def _token(client) -> str:
     [
         ("GET", "/", 200),
         ("GET", "/nowhere", 404),
-        ("GET", f"/status/{uuid.uuid4()}", 401),
+        ("GET", "/status/6f1c2d3e-0000-4000-8000-00000000abcd", 401),
         ("DELETE", "/login", 405),
         ("POST", "/login", 400),  # no body
     ],

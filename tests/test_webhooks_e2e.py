@@ -175,9 +175,12 @@ def test_the_webhooks_command_counts_its_attempts_on_its_metrics_port(
         WEBHOOK_MAX_ATTEMPTS="3",
     )
     stack.api()
-    worker = stack.worker()  # WEBHOOK_CONCURRENCY=0: the tests' setting
+    # WEBHOOK_CONCURRENCY=0: the tests' setting. PROMETHEUS_MULTIPROC_DIR empty, as Compose's
+    # `${PROMETHEUS_MULTIPROC_DIR:-}` gives it: prometheus_client would take it for a directory.
+    worker = stack.worker(PROMETHEUS_MULTIPROC_DIR="")
     metrics_port = free_port()
     webhooks = stack.webhooks(
+        PROMETHEUS_MULTIPROC_DIR="",
         WEBHOOK_CONCURRENCY="1",
         WORKER_METRICS_HOST="127.0.0.1",
         WORKER_METRICS_PORT=str(metrics_port),
@@ -195,8 +198,7 @@ def test_the_webhooks_command_counts_its_attempts_on_its_metrics_port(
         ("will_retry", "none"): 0,
         "timed": 3,
     }
-    # PROMETHEUS_MULTIPROC_DIR is in their environment, empty (the API's: it makes its own);
-    # each serves its own registry and keeps no files, in their working directory or elsewhere.
+    # Each serves its own registry and keeps no files, in its working directory or elsewhere.
     for process in (worker, webhooks):
         assert list(ROOT.glob(f"*_{process.pid}.db")) == [], process.command
 

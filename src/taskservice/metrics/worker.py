@@ -133,10 +133,12 @@ class MetricsServer:
         try:
             server, thread = start_http_server(port, addr=host, registry=metrics.registry)
         except OSError as exc:
-            # Two workers on one host with the default port: say so rather than run unwatched.
+            # Two workers (or a worker and `taskservice webhooks`) on one host with the default
+            # port: say so rather than run unwatched.
             raise ConfigError(
                 f"WORKER_METRICS_PORT={port}: cannot listen on {host}:{port} ({exc}); give each"
-                " worker on a host a port of its own, or 0 for no metrics"
+                " process that serves metrics on a host (worker, webhooks) a port of its own,"
+                " or 0 for no metrics"
             ) from exc
         log.info("metrics on http://%s:%d/metrics", host, port)
         return cls(server, thread)

@@ -86,7 +86,8 @@ class Dispatcher:
             task_id = due.result.task.id
             if attempt.delivered:
                 due.delivered(attempt.status_code)
-                # Counted once its end is recorded: an attempt whose record failed is made again.
+                # Counted before the claim's commit: should that commit fail, the attempt is made
+                # again and counted again (the receiver, too, got it twice).
                 self._metrics.webhook_attempt(DELIVERED, attempt.status_code, seconds)
                 log.info("webhook of task %s delivered (attempt %d)", task_id, number)
                 return True
