@@ -273,32 +273,32 @@ docker exec "$(container_of worker)" python3 -c "$probe" >"$work/probe.log" 2>&1
   { cat "$work/probe.log" >&2; die "the socket proxy let through a call the worker does not need"; }
 ok "the socket proxy refuses image, exec and system calls (403)"
 
-# --- Metrics: Prometheus scrapes the api and the worker; nginx keeps /metrics inside ---------
+# --- Metrics: Prometheus scrapes the api, the worker and the webhooks; nginx keeps /metrics in -
 metrics_status=$(curl -sS -o "$work/metrics.json" -w '%{http_code}' "$base/metrics") || true
 [[ $metrics_status == 404 && $(json_field title <"$work/metrics.json") == "Not found" ]] ||
   die "GET /metrics through nginx: expected a JSON 404, got $metrics_status: $(head -c 200 "$work/metrics.json")"
 ok "nginx refuses /metrics from outside with a JSON 404"
-for service in worker prometheus; do
+for service in worker webhooks prometheus; do
   [[ -z $(docker port "$(container_of "$service")") ]] || die "the $service publishes a port: $(docker port "$(container_of "$service")")"
 done
 prometheus_id=$(container_of prometheus)
 prometheus_api() { # path: Prometheus's HTTP API, asked from inside its container
   docker exec "$prometheus_id" wget -q -O - "http://127.0.0.1:9090$1"
 }
-# Both jobs' targets up; Prometheus finds them by DNS and scrapes every 15 s.
+# Every job's target up; Prometheus finds them by DNS and scrapes every 15 s.
 targets_up='
 import json, sys
 targets = json.load(sys.stdin)["data"]["activeTargets"]
 health = {t["labels"]["job"]: t["health"] for t in targets}
 print(" ".join(f"{job}={state}" for job, state in sorted(health.items())))
-sys.exit(health != {"taskservice-api": "up", "taskservice-worker": "up"})
+sys.exit(health != {"taskservice-api": "up", "taskservice-webhooks": "up", "taskservice-worker": "up"})
 '
 deadline=$((SECONDS + 120))
 until targets=$(prometheus_api /api/v1/targets | python3 -c "$targets_up" 2>&1); do
-  ((SECONDS < deadline)) || die "Prometheus's targets are not both up after 120s: $targets"
+  ((SECONDS < deadline)) || die "Prometheus's targets are not all up after 120s: $targets"
   sleep 3
 done
-ok "Prometheus scrapes both targets: $targets"
+ok "Prometheus scrapes every target: $targets"
 # The task of the walk-through, as the worker counted it and Prometheus stored it.
 succeeded='
 import json, sys
@@ -315,6 +315,15 @@ until counted=$(prometheus_api "/api/v1/query?query=$(python3 -c 'import sys, ur
   sleep 3
 done
 ok "Prometheus has the worker's count of succeeded tasks: $counted"
+# The webhooks service's counters exist from its start (at 0), each outcome and status class.
+query='count(taskservice_webhook_attempts_total)'
+deadline=$((SECONDS + 60))
+until counted=$(prometheus_api "/api/v1/query?query=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$query")" |
+  python3 -c "$succeeded" 2>&1); do
+  ((SECONDS < deadline)) || die "Prometheus has no webhook attempt series after 60s: $counted"
+  sleep 3
+done
+ok "Prometheus has the webhooks service's attempt series: $counted"
 
 # --- The image ships no pip (README, "Deploy with Docker Compose") ---------------------------
 # Neither interpreter may import it: the virtualenv's, nor the base image's own that the

@@ -71,10 +71,12 @@ class RolledBackDatabase:
         self._connection = connection
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, first=None):
         with self._connection.cursor() as cursor:
             cursor.execute("SAVEPOINT unit")
             try:
+                if first is not None:
+                    cursor.execute(*first)
                 yield cursor
             except BaseException:
                 cursor.execute("ROLLBACK TO SAVEPOINT unit")
@@ -82,7 +84,8 @@ class RolledBackDatabase:
             cursor.execute("RELEASE SAVEPOINT unit")
 
     # A one-statement unit of work is a savepoint here too, so that the test can roll it back.
-    statement = transaction
+    def statement(self):
+        return self.transaction()
 
 
 @contextlib.contextmanager

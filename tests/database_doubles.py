@@ -36,8 +36,8 @@ class LostReplyDatabase:
     def lose_reply_of(self, sql_fragment: str) -> None:
         self._armed = sql_fragment
 
-    def transaction(self):
-        return self._unit(self._db.transaction)
+    def transaction(self, first=None):
+        return self._unit(lambda: self._db.transaction(first))
 
     def statement(self):
         return self._unit(self._db.statement)
@@ -61,9 +61,9 @@ class CountingDatabase:
         self._db = db
         self.units = 0
 
-    def transaction(self):
+    def transaction(self, first=None):
         self.units += 1
-        return self._db.transaction()
+        return self._db.transaction(first)
 
     def statement(self):
         self.units += 1

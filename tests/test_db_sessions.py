@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from taskservice.errors import DatabaseUnavailable
@@ -42,4 +43,32 @@ def test_a_transaction_left_idle_loses_its_locks(config):
             cursor.execute("SELECT 1")
     finally:
         other.close()
+        database.close()
+
+
+def test_a_transaction_begun_with_its_first_statement_commits_or_rolls_back_whole(config):
+    """``transaction(first=...)`` sends its own BEGIN and COMMIT: whatever fails inside it (the
+    first statement, a later one, or the caller's code) leaves nothing, and the connection goes
+    back to the pool out of any transaction."""
+    database = Database(config.database_url, size=1)  # one connection: each unit reuses it
+    insert = "INSERT INTO unit_check VALUES (%s)"
+    try:
+        with database.statement() as cursor:
+            cursor.execute("CREATE TEMP TABLE unit_check (n integer)")
+        with database.transaction(first=(insert, (1,))) as cursor:
+            cursor.execute(insert, (2,))
+        failing_first = database.transaction(first=(insert, ("three",)))
+        with pytest.raises(psycopg2.errors.InvalidTextRepresentation), failing_first:
+            pass
+        failing_later = database.transaction(first=(insert, (4,)))
+        with pytest.raises(psycopg2.errors.DivisionByZero), failing_later as cursor:
+            cursor.execute("SELECT 1 / 0")
+        given_up = database.transaction(first=(insert, (5,)))
+        with pytest.raises(RuntimeError), given_up as cursor:
+            cursor.execute(insert, (6,))
+            raise RuntimeError("the caller gives up")
+        with database.transaction() as cursor:
+            cursor.execute("SELECT array_agg(n ORDER BY n) AS ns FROM unit_check")
+            assert cursor.fetchone()["ns"] == [1, 2]
+    finally:
         database.close()

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import falcon
-from limits.storage import Storage
+from limits.storage import RedisStorage, Storage
 
 from taskservice import errors, http_errors, json_codec, tracing
 from taskservice.api_keys import ApiKeys
@@ -117,7 +117,14 @@ def _rate_limit_middleware(config: Config, collaborators: Collaborators) -> list
         collaborators.metrics,
     )
     clients = ClientAddresses(config.trusted_proxy_networks)
-    return [RateLimitMiddleware(limiter, clients, collaborators.metrics)]
+    storage, cache = collaborators.rate_limit_storage, collaborators.cache
+    # A status read rides on the count's round trip when both are in the same Redis.
+    reads_along = (
+        isinstance(storage, RedisStorage)
+        and isinstance(cache, StatusCache)
+        and cache.same_server(storage.get_connection())
+    )
+    return [RateLimitMiddleware(limiter, clients, collaborators.metrics, reads_along)]
 
 
 def _body_budget_middleware(config: Config, collaborators: Collaborators) -> list:

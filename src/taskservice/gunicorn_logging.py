@@ -43,15 +43,22 @@ class GunicornLogger(Logger):
             # The request's scope has closed by now; the middleware left its fields here.
             **logs.access_fields(environ),
         }
+        log = self.access_log
+        if not log.isEnabledFor(logging.INFO):
+            return
         try:
-            self.access_log.log(
+            # The record made and handled here rather than by log.log(), which would also walk
+            # the stack for the caller's file and line on every request; no format shows them.
+            record = log.makeRecord(
+                log.name,
                 logging.INFO,
+                __file__,
+                0,
                 "%s %s %s %.1f ms",
-                method,
-                path,
-                status,
-                duration_ms,
+                (method, path, status, duration_ms),
+                None,
                 extra={k: v for k, v in fields.items() if v is not None},
             )
+            log.handle(record)
         except Exception:
             self.error_log.exception("could not write the access log line")

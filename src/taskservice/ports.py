@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 class UnitsOfWork(Protocol):
     """Hands out a cursor for one unit of work; committed at the end, rolled back on error."""
 
-    def transaction(self) -> contextlib.AbstractContextManager[Any]:
-        """A cursor whose statements commit together at the end, or not at all."""
+    def transaction(
+        self, first: tuple[str, tuple] | None = None
+    ) -> contextlib.AbstractContextManager[Any]:
+        """A cursor whose statements commit together at the end, or not at all; ``first``
+        (SQL and parameters) runs before any other, its result unread."""
         ...
 
     def statement(self) -> contextlib.AbstractContextManager[Any]:

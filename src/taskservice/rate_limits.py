@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import falcon
 import limits
@@ -46,7 +47,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from taskservice.client_addresses import ClientAddresses
 from taskservice.http_errors import TooManyRequests
 from taskservice.metrics import NO_METRICS, REDIS, NoMetrics
-from taskservice.rate_limit_counts import hit_and_stats
+from taskservice.rate_limit_counts import hit_stats_and_read
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class Decision:
     allowed: bool
     remaining: int
     reset_seconds: int
+    # The reply to the command sent along with the count (RateLimiter.check's ``read``).
+    read: Any = None
 
     def headers(self) -> dict[str, str]:
         """The fields of draft-ietf-httpapi-ratelimit-headers-09 (sections 3 and 4), in their
@@ -145,19 +148,22 @@ class RateLimiter:
         self._paused_until = 0.0
         self._warned_at: float | None = None
 
-    def check(self, name: str, *identity: str) -> Decision | None:
+    def check(self, name: str, *identity: str, read: tuple | None = None) -> Decision | None:
         """Counts one request of ``identity`` against the policy ``name``, unless that would
-        exceed it; None when the count could not be made (the request goes on unlimited)."""
+        exceed it; None when the count could not be made (the request goes on unlimited).
+        ``read``: a Redis command sent in the same round trip, its reply in the decision."""
         if self._monotonic() < self._paused_until:
             return None
         policy = self._policies[name]
         try:
-            allowed, stats = hit_and_stats(self._strategy, policy.item, name, *identity)
+            allowed, stats, reply = hit_stats_and_read(
+                self._strategy, policy.item, (name, *identity), read
+            )
         except (limits.errors.StorageError, redis.RedisError, OSError) as exc:
             self._failed(exc)
             return None
         reset = max(0, math.ceil(stats.reset_time - time.time()))
-        return Decision(policy, allowed, stats.remaining, reset)
+        return Decision(policy, allowed, stats.remaining, reset, reply)
 
     def _failed(self, exc: Exception) -> None:
         self._metrics.dependency_error(REDIS)
@@ -178,14 +184,24 @@ class RateLimiter:
 
 
 class RateLimitMiddleware:
-    """After AuthMiddleware in the list: a per-user limit needs ``req.context.user_id``."""
+    """After AuthMiddleware in the list: a per-user limit needs ``req.context.user_id``.
+
+    With ``reads_along`` (the limits count in the Redis the status cache reads), a resource
+    with a ``cache_read(params)`` method gets that command sent in the count's round trip and
+    its reply in ``req.context.cache_read``; without a reply it reads for itself.
+    """
 
     def __init__(
-        self, limiter: RateLimiter, clients: ClientAddresses, metrics: NoMetrics = NO_METRICS
+        self,
+        limiter: RateLimiter,
+        clients: ClientAddresses,
+        metrics: NoMetrics = NO_METRICS,
+        reads_along: bool = False,
     ):
         self._limiter = limiter
         self._clients = clients
         self._metrics = metrics
+        self._reads_along = reads_along
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params):
         route = req.uri_template
@@ -199,9 +215,15 @@ class RateLimitMiddleware:
             identity, whose = ("user", str(user_id)), "user"
         else:
             name, identity, whose = READ, ("ip", self._client(req)), "address"
-        decision = self._limiter.check(name, *identity)
+        read = None
+        if self._reads_along and req.method == "GET":
+            cache_read = getattr(resource, "cache_read", None)
+            read = cache_read(params) if cache_read is not None else None
+        decision = self._limiter.check(name, *identity, read=read)
         if decision is None:
             return
+        if decision.read is not None:
+            req.context.cache_read = decision.read
         headers = decision.headers()
         if not decision.allowed:
             self._metrics.rate_limited(name)

@@ -94,6 +94,15 @@ def entry_key(task_id: uuid.UUID) -> str:
     return f"taskservice:task:{task_id}"
 
 
+_FIELDS = ("t", "o", "s")
+_FIELDS_WITH_RESULT = ("t", "o", "s", "r", "d")
+
+
+def read_command(task_id: uuid.UUID, with_result: bool = False) -> tuple:
+    """The Redis command that reads ``task_id``'s entry (``StatusCache.get`` takes its reply)."""
+    return ("HMGET", entry_key(task_id), *(_FIELDS_WITH_RESULT if with_result else _FIELDS))
+
+
 def version_of(task: Task, deleted: bool = False) -> int:
     if deleted:
         return _DELETED_RANK * 1000 + task.attempts
@@ -135,14 +144,26 @@ class StatusCache:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def get(self, task_id: uuid.UUID, with_result: bool = False) -> CachedTask | None:
-        """The trusted entry of ``task_id``; None: a miss, an entry past its trust, or no Redis."""
-        fields = ("t", "o", "s", "r", "d") if with_result else ("t", "o", "s")
-        # execute_command, not hmget(): redis-py wraps hmget in a deprecation check that
-        # inspects its signature on every call, a tenth of this request's CPU.
-        values = self._call(
-            lambda: self._client.execute_command("HMGET", entry_key(task_id), *fields)
-        )
+    def get(
+        self, task_id: uuid.UUID, with_result: bool = False, read: list | None = None
+    ) -> CachedTask | None:
+        """The trusted entry of ``task_id``; None: a miss, an entry past its trust, or no Redis.
+        ``read``: the reply to ``read_command`` already fetched (sent along with another round
+        trip); without it (or with one of other fields) Redis is asked now."""
+        if read is None or len(read) != len(_FIELDS_WITH_RESULT if with_result else _FIELDS):
+            # execute_command, not hmget(): redis-py wraps hmget in a deprecation check that
+            # inspects its signature on every call, a tenth of this request's CPU.
+            command = read_command(task_id, with_result)
+            read = self._call(lambda: self._client.execute_command(*command))
+        return self._entry_of(read, with_result)
+
+    def same_server(self, client: redis.Redis) -> bool:
+        """Whether ``client`` talks to this cache's Redis (its commands may carry our reads)."""
+        ours = self._client.connection_pool.connection_kwargs
+        theirs = client.connection_pool.connection_kwargs
+        return all(ours.get(k) == theirs.get(k) for k in ("host", "port", "path", "db"))
+
+    def _entry_of(self, values: list | None, with_result: bool) -> CachedTask | None:
         if not values or values[0] is None:
             return None
         trusted_until = float(values[0])
@@ -269,7 +290,7 @@ class StatusCache:
 class NoCache:
     """No Redis configured for this piece (tests of the store alone): every answer is a miss."""
 
-    def get(self, task_id: uuid.UUID, with_result: bool = False) -> None:
+    def get(self, task_id: uuid.UUID, with_result: bool = False, read: list | None = None) -> None:
         return None
 
     def task_changed(self, task: Task, outcome: RunOutcome | None) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from taskservice.clock import Clock, utc_now
 from taskservice.model import TaskStatus
-from taskservice.status_cache import CachedTask, NoCache, StatusCache
+from taskservice.status_cache import CachedTask, NoCache, StatusCache, read_command
 from taskservice.store.tasks import TaskStore
 from taskservice.store.webhooks import WebhookStore
 from taskservice.task_views import deletion_body, result_body, status_body
@@ -46,19 +46,32 @@ class TaskQueries:
         self._retention = retention
         self._clock = clock
 
-    def status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> dict | None:
-        """The body of `GET /status`, or None when no such task belongs to ``user_id``."""
-        entry = self._entry(task_id, with_result=False)
+    def cache_read(self, task_id: uuid.UUID, with_result: bool) -> tuple | None:
+        """The Redis command that reads the task's cache entry, for a caller that sends it
+        along with its own round trip and hands the reply to ``status`` or ``result``."""
+        return read_command(task_id, with_result) if isinstance(self._cache, StatusCache) else None
+
+    def status(
+        self, user_id: uuid.UUID, task_id: uuid.UUID, read: list | None = None
+    ) -> dict | None:
+        """The body of `GET /status`, or None when no such task belongs to ``user_id``.
+        ``read``: the reply to ``cache_read(task_id, with_result=False)``, if sent already."""
+        entry = self._entry(task_id, with_result=False, read=read)
         return self._with_delivery(task_id, entry.status) if entry.owner == user_id else None
 
     def result(
-        self, user_id: uuid.UUID, task_id: uuid.UUID, wait_seconds: float = 0
+        self,
+        user_id: uuid.UUID,
+        task_id: uuid.UUID,
+        wait_seconds: float = 0,
+        read: list | None = None,
     ) -> CachedTask | None:
         """The task's entry (its result once final), or None when it is not ``user_id``'s.
 
         With ``wait_seconds``, a task not yet final is waited for, that long at most.
+        ``read``: the reply to ``cache_read(task_id, with_result=True)``, if sent already.
         """
-        entry = self._entry(task_id, with_result=True)
+        entry = self._entry(task_id, with_result=True, read=read)
         if entry.owner != user_id:
             return None
         if entry.is_final or wait_seconds <= 0:
@@ -94,9 +107,11 @@ class TaskQueries:
         already (an event stream, between its reads). ``fresh``: PostgreSQL, not the cache."""
         return self._entry(task_id, with_result=True, fresh=fresh)
 
-    def _entry(self, task_id: uuid.UUID, with_result: bool, fresh: bool = False) -> CachedTask:
+    def _entry(
+        self, task_id: uuid.UUID, with_result: bool, fresh: bool = False, read: list | None = None
+    ) -> CachedTask:
         if not fresh:
-            cached = self._cache.get(task_id, with_result=with_result)
+            cached = self._cache.get(task_id, with_result=with_result, read=read)
             if cached is not None and not self._maybe_deleted(cached):
                 return cached
         found = self._tasks.result_by_id(task_id)

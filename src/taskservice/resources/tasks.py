@@ -85,8 +85,13 @@ class TaskStatusResource:
     def __init__(self, queries: TaskQueries):
         self._queries = queries
 
+    def cache_read(self, params: dict) -> tuple | None:
+        """Sent by the rate limit in its own round trip to Redis (rate_limits.py)."""
+        return self._queries.cache_read(params["task_id"], with_result=False)
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
-        body = self._queries.status(req.context.user_id, task_id)
+        read = getattr(req.context, "cache_read", None)
+        body = self._queries.status(req.context.user_id, task_id, read)
         if body is None:
             raise NotFound(TASK_NOT_FOUND)
         resp.media = body
@@ -100,10 +105,15 @@ class TaskResultResource:
         self._max_wait = max_wait_seconds
         self._retention_days = retention_days
 
+    def cache_read(self, params: dict) -> tuple | None:
+        """Sent by the rate limit in its own round trip to Redis (rate_limits.py)."""
+        return self._queries.cache_read(params["task_id"], with_result=True)
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
         validation.only_query_parameters(req.params, {"wait"})
         wait = validation.wait_seconds(req.get_param("wait"), self._max_wait)
-        entry = self._queries.result(req.context.user_id, task_id, wait)
+        read = getattr(req.context, "cache_read", None)
+        entry = self._queries.result(req.context.user_id, task_id, wait, read)
         if entry is None:
             raise NotFound(TASK_NOT_FOUND)
         if entry.deleted is not None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from taskservice.errors import DatabaseUnavailable
 from taskservice.metrics import DATABASE, NO_METRICS, NoMetrics
@@ -90,9 +91,15 @@ class Database:
                 with contextlib.suppress(Exception):
                     conn.close()
 
-    def transaction(self) -> contextlib.AbstractContextManager[psycopg2.extensions.cursor]:
-        """A cursor whose statements commit together at the end, or not at all."""
-        return self._unit(autocommit=False)
+    def transaction(
+        self, first: tuple[str, tuple] | None = None
+    ) -> contextlib.AbstractContextManager[psycopg2.extensions.cursor]:
+        """A cursor whose statements commit together at the end, or not at all.
+
+        ``first``: the transaction's first statement and its parameters, sent in one round trip
+        with the BEGIN (its result is not read). psycopg2 would send its BEGIN alone.
+        """
+        return self._unit(autocommit=False, first=first)
 
     def statement(self) -> contextlib.AbstractContextManager[psycopg2.extensions.cursor]:
         """A cursor for a unit of work that is one statement, which is atomic by itself.
@@ -104,7 +111,9 @@ class Database:
         return self._unit(autocommit=True)
 
     @contextlib.contextmanager
-    def _unit(self, autocommit: bool) -> Iterator[psycopg2.extensions.cursor]:
+    def _unit(
+        self, autocommit: bool, first: tuple[str, tuple] | None = None
+    ) -> Iterator[psycopg2.extensions.cursor]:
         if not self._slots.acquire(timeout=30):
             self._metrics.dependency_error(DATABASE)
             raise DatabaseUnavailable("No database connection became free within 30 s.")
@@ -112,10 +121,18 @@ class Database:
         broken = False
         try:
             conn = self._checkout()
-            if conn.autocommit != autocommit:
-                conn.autocommit = autocommit  # client-side only: no transaction is open here
+            # A transaction that begins with ``first`` is opened and ended by its own BEGIN and
+            # COMMIT, the connection in autocommit mode so that psycopg2 sends none of its own.
+            client_autocommit = autocommit or first is not None
+            if conn.autocommit != client_autocommit:
+                conn.autocommit = client_autocommit  # client-side only: no transaction is open
             with conn.cursor() as cursor:
+                if first is not None:
+                    sql, params = first
+                    cursor.execute(f"BEGIN; {sql}", params)
                 yield cursor
+                if first is not None:
+                    cursor.execute("COMMIT")
             conn.commit()
         except CONNECTION_ERRORS as exc:
             broken = True
@@ -125,6 +142,9 @@ class Database:
             if conn is not None and not conn.closed:
                 try:
                     conn.rollback()
+                    if conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+                        with conn.cursor() as cursor:
+                            cursor.execute("ROLLBACK")  # one that began with ``first``
                 except CONNECTION_ERRORS:
                     broken = True
             raise

@@ -42,6 +42,34 @@ AlsoStore = Callable[[Any, uuid.UUID], None]
 CANCELLED_BEFORE_RUNNING = "Cancelled by its owner before it ran."
 
 
+_INSERT_COLUMNS = (
+    "id, user_id, language, code, stdin, timeout_seconds, memory_mb, status, created_at,"
+    " callback_url, arguments"
+)
+# Typed, so that the same values also serve as a SELECT's (whose literals have no column type).
+_INSERT_VALUES = (
+    "%s::uuid, %s::uuid, %s::text, %s::bytea, %s::bytea, %s::integer, %s::integer, %s::text,"
+    " %s::timestamptz, %s::text, %s::text[]"
+)
+_INSERT = (
+    f"INSERT INTO tasks ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES}) RETURNING {TASK_COLUMNS}"
+)
+# Inserts nothing when the user already has ``max_active`` tasks queued or running; the count
+# stops there (LIMIT), however many a user has.
+_INSERT_WITHIN_QUOTA = (
+    f"INSERT INTO tasks ({_INSERT_COLUMNS}) SELECT {_INSERT_VALUES}"
+    " WHERE (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE user_id = %s"
+    " AND status IN ('queued', 'running') LIMIT %s) AS active) < %s"
+    f" RETURNING {TASK_COLUMNS}"
+)
+
+
+# Held until the submit's commit, so a user's submits pass the quota one at a time and
+# concurrent ones cannot all see room for one more. (FOR NO KEY UPDATE: the lock that does not
+# block the foreign-key checks of transactions inserting this user's tasks.)
+_LOCK_USER = "SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE"
+
+
 class CancelResult(enum.Enum):
     CANCELLED = "cancelled"  # it was queued: it ended now and never runs
     REQUESTED = "requested"  # it runs: its holder kills it and stores `cancelled`
@@ -90,12 +118,12 @@ class TaskStore:
     ) -> tuple[Task, bool]:
         # Without a key or a quota the unit is the INSERT alone: no transaction is needed.
         alone = idempotency is None and max_active is None and also is None and not request.files
-        unit = self._db.statement() if alone else self._db.transaction()
+        # With a quota, the user's row is locked first (in the BEGIN's round trip): a repeat
+        # that waited there for the first request's commit then finds its key below, instead
+        # of a quota that the first request just used up.
+        lock = (_LOCK_USER, (user_id,)) if max_active is not None else None
+        unit = self._db.statement() if alone else self._db.transaction(first=lock)
         with unit as cursor:
-            if max_active is not None:
-                # First: a repeat that waited here for the first request's commit then finds
-                # its key below, instead of a quota that the first request just used up.
-                _lock_user(cursor, user_id)
             if idempotency is not None:
                 cursor.execute(
                     "DELETE FROM idempotency_keys WHERE user_id = %s AND key = %s"
@@ -112,28 +140,30 @@ class TaskStore:
                     if row["request_hash"] != idempotency.request_hash:
                         raise IdempotencyKeyReused(idempotency.key)
                     return task_from_row(row), False
-            if max_active is not None:
-                _check_quota(cursor, user_id, max_active)
-            cursor.execute(
-                "INSERT INTO tasks (id, user_id, language, code, stdin, timeout_seconds,"
-                " memory_mb, status, created_at, callback_url, arguments)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                f" RETURNING {TASK_COLUMNS}",
-                (
-                    task_id,
-                    user_id,
-                    request.language,
-                    request.code,
-                    request.stdin,
-                    request.timeout_seconds,
-                    request.memory_mb,
-                    TaskStatus.QUEUED.value,
-                    now,
-                    request.callback_url,
-                    list(request.arguments),
-                ),
+            values = (
+                task_id,
+                user_id,
+                request.language,
+                request.code,
+                request.stdin,
+                request.timeout_seconds,
+                request.memory_mb,
+                TaskStatus.QUEUED.value,
+                now,
+                request.callback_url,
+                list(request.arguments),
             )
-            task = task_from_row(cursor.fetchone())
+            if max_active is None:
+                cursor.execute(_INSERT, values)
+                row = cursor.fetchone()
+            else:
+                # The quota's count and the INSERT in one statement (the caller holds the
+                # user's row, and this statement's snapshot is taken after that lock).
+                cursor.execute(_INSERT_WITHIN_QUOTA, (*values, user_id, max_active, max_active))
+                row = cursor.fetchone()
+                if row is None:
+                    raise TooManyActiveTasks(max_active)
+            task = task_from_row(row)
             if idempotency is not None:
                 cursor.execute(
                     "INSERT INTO idempotency_keys (user_id, key, request_hash, task_id,"
@@ -266,22 +296,3 @@ class TaskStore:
             cursor.execute(
                 "UPDATE tasks SET resends = greatest(resends - 1, 0) WHERE id = %s", (task_id,)
             )
-
-
-def _lock_user(cursor, user_id: uuid.UUID) -> None:
-    """Hold the user's row until the submit's commit, so a user's submits pass the quota one at
-    a time and concurrent ones cannot all see room for one more. (FOR NO KEY UPDATE: the lock
-    that does not block the foreign-key checks of transactions inserting this user's tasks.)"""
-    cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
-
-
-def _check_quota(cursor, user_id: uuid.UUID, max_active: int) -> None:
-    """Raise ``TooManyActiveTasks`` if the user already has ``max_active`` active tasks (the
-    caller holds the user's row: ``_lock_user``)."""
-    cursor.execute(
-        "SELECT count(*) AS active FROM tasks"
-        " WHERE user_id = %s AND status IN ('queued', 'running')",
-        (user_id,),
-    )
-    if cursor.fetchone()["active"] >= max_active:
-        raise TooManyActiveTasks(max_active)
