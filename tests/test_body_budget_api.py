@@ -175,3 +175,34 @@ def test_a_body_with_no_room_waits_and_is_accepted_when_room_frees(waiting):
     metrics = requests.get(f"{base}/metrics", timeout=10).text
     assert not value(metrics, "taskservice_body_budget_refused_total", route="/task")
     assert api.alive()
+
+
+def test_judge0_submissions_share_the_budget(refusing):
+    base, api = refusing
+    user = ApiUser(base)
+    # 5 MiB of it whitespace, which JSON allows: 20 MiB reserved, more than a task's body
+    # (48 MiB of the 64) leaves while it is read.
+    submission = json.dumps({"source_code": "print(1)", "language_id": 71}).encode()
+    padded = submission + b" " * 5 * MIB
+    first: dict = {}
+    thread = threading.Thread(
+        target=lambda: first.update(
+            status=_slow_post(base, "/task", large_body(), user.headers, pause=2)
+        )
+    )
+    thread.start()
+    time.sleep(0.5)
+    refused = _post(f"{base}/judge0/submissions", padded, user.headers)
+    thread.join(30)
+    assert first["status"] == 201
+    assert refused.status_code == 503, refused.text
+    assert set(refused.json()) == {"title", "description"}
+    assert int(refused.headers["Retry-After"]) >= 1
+    # With room again, the same body is read, parsed and stored.
+    accepted = _post(f"{base}/judge0/submissions", padded, user.headers)
+    assert accepted.status_code == 201, accepted.text
+    assert "token" in accepted.json()
+    metrics = requests.get(f"{base}/metrics", timeout=10).text
+    refusals = value(metrics, "taskservice_body_budget_refused_total", route="/judge0/submissions")
+    assert refusals == 1
+    assert api.alive()
