@@ -111,13 +111,16 @@ def test_a_waiter_that_gives_up_lets_the_next_one_in():
 def test_many_threads_never_hold_more_than_the_budget():
     budget = BodyBudget(100)
     peak = 0
+    refused = []  # an assert in a thread would not fail the test
     lock = threading.Lock()
 
     def work() -> None:
         nonlocal peak
         for _ in range(50):
             reservation = budget.reserve(30, wait_seconds=5)
-            assert reservation is not None
+            if reservation is None:
+                refused.append(1)
+                continue
             with lock:
                 peak = max(peak, budget.in_use)
             reservation.release()
@@ -127,6 +130,7 @@ def test_many_threads_never_hold_more_than_the_budget():
         thread.start()
     for thread in threads:
         thread.join(30)
+    assert refused == []
     assert 30 <= peak <= 90  # three shares of 30 fit, never four
     assert budget.in_use == 0
 

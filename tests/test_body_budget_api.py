@@ -10,7 +10,9 @@ is about 12 MiB (2 MiB of file content, every byte a JSON escape) and reserves 4
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import select
 import socket
 import threading
 import time
@@ -126,15 +128,23 @@ def test_a_waiting_submission_holds_no_share_while_it_waits(refusing):
     base, _api = refusing
     user = ApiUser(base)
     body = large_body()
-    # No worker runs: the task stays queued and the request waits the whole 3 s.
+
+    def listed() -> set[str]:
+        answer = requests.get(f"{base}/tasks?limit=100", headers=user.headers, timeout=10)
+        return {task["task_id"] for task in answer.json()["tasks"]}
+
+    before = listed()
+    # No worker runs: the task stays queued and the request waits the whole 10 s.
     with ThreadPoolExecutor(1) as pool:
-        started = time.monotonic()
-        held = pool.submit(_post, f"{base}/task?wait=3", body, user.headers)
-        time.sleep(1)
+        held = pool.submit(_post, f"{base}/task?wait=10", body, user.headers)
+        deadline = time.monotonic() + 8
+        while listed() == before:  # until it is stored
+            assert time.monotonic() < deadline, "the waiting submission's task was not stored"
+            time.sleep(0.1)
         # The budget fits one such body, and this service does not wait for room: in at once
         # only if the waiting request gave its share back when its task was stored.
         assert _post(f"{base}/task", body, user.headers).status_code == 201
-        assert time.monotonic() - started < 3
+        assert not held.done()  # still waiting: its share went back before the wait's end
         waited = held.result()
     assert waited.status_code == 201, waited.text
     assert waited.json()["status"] == "queued"
@@ -161,10 +171,10 @@ def test_a_body_with_no_room_waits_and_is_accepted_when_room_frees(waiting):
     # The first request's share is taken before its body is read; the body comes slowly.
     first: dict = {}
     thread = threading.Thread(
-        target=lambda: first.update(status=_slow_post(base, "/task", body, user.headers, pause=2))
+        target=lambda: first.update(status=_slow_post(base, "/task", body, user.headers, pause=3))
     )
     thread.start()
-    time.sleep(0.5)
+    time.sleep(1)  # the first's share is taken once its headers arrive; its body pauses 3 s
     started = time.monotonic()
     second = _post(f"{base}/task", body, user.headers)
     waited = time.monotonic() - started
@@ -177,6 +187,34 @@ def test_a_body_with_no_room_waits_and_is_accepted_when_room_frees(waiting):
     assert api.alive()
 
 
+def test_a_body_that_stops_arriving_ends_in_408_and_gives_its_share_back(refusing):
+    base, api = refusing
+    user = ApiUser(base)
+    body = large_body()
+    host, port = base.removeprefix("http://").split(":")
+    head = ["POST /task HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+    head += [f"{name}: {value}" for name, value in user.headers.items()]
+    head += [f"Content-Length: {len(body)}", "", ""]
+    with socket.create_connection((host, int(port)), timeout=60) as stalled:
+        # The headers and a little of the body, then nothing: the share is taken at once.
+        stalled.sendall("\r\n".join(head).encode() + body[:1000])
+        time.sleep(1)
+        # Not answered (a refusal would be), so it holds its share: another body finds no room.
+        assert select.select([stalled], [], [], 0)[0] == []
+        assert _post(f"{base}/task", body, user.headers).status_code == 503
+        started = time.monotonic()
+        answer = http.client.HTTPResponse(stalled)
+        answer.begin()
+        waited = time.monotonic() - started
+        text = answer.read().decode(errors="replace")
+    assert answer.status == 408, text
+    assert json.loads(text)["title"] == "Request timeout"
+    assert waited < 45, f"{waited:.1f} s"  # two idle deadlines at most (the read, the drain)
+    # The share went back: a large body is in at once, in a service that does not wait.
+    assert _post(f"{base}/task", body, user.headers).status_code == 201
+    assert api.alive(), api.log()[-3000:]
+
+
 def test_judge0_submissions_share_the_budget(refusing):
     base, api = refusing
     user = ApiUser(base)
@@ -187,11 +225,11 @@ def test_judge0_submissions_share_the_budget(refusing):
     first: dict = {}
     thread = threading.Thread(
         target=lambda: first.update(
-            status=_slow_post(base, "/task", large_body(), user.headers, pause=2)
+            status=_slow_post(base, "/task", large_body(), user.headers, pause=3)
         )
     )
     thread.start()
-    time.sleep(0.5)
+    time.sleep(1)
     refused = _post(f"{base}/judge0/submissions", padded, user.headers)
     thread.join(30)
     assert first["status"] == 201

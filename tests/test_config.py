@@ -261,8 +261,13 @@ def test_the_body_budget_must_hold_the_largest_body():
     # Smaller limits, a smaller budget.
     small = {"MAX_FILES_BYTES": "0", "MAX_STDIN_BYTES": "0", "MAX_OUTPUT_BYTES": "1024"}
     assert load_config({**small, "BODY_MEMORY_BUDGET_MB": "16"}).body_memory_budget_mb == 16
-    with pytest.raises(ConfigError, match=r"^BODY_BUDGET_WAIT_SECONDS=61.0 must be between"):
-        load_config({"BODY_BUDGET_WAIT_SECONDS": "61"})
+    # Unset, it grows with the limits: raising one never stops a process from starting.
+    more = {"MAX_FILES_BYTES": str(9 * 2**20)}
+    assert load_config(more).body_memory_budget_mb > 256
+    with pytest.raises(ConfigError, match=r"^BODY_MEMORY_BUDGET_MB=256 is less than the \d+ MiB"):
+        load_config({**more, "BODY_MEMORY_BUDGET_MB": "256"})
+    with pytest.raises(ConfigError, match=r"^BODY_BUDGET_WAIT_SECONDS=31.0 must be between"):
+        load_config({"BODY_BUDGET_WAIT_SECONDS": "31"})
 
 
 # --- Languages: the python-data runtime and per-language defaults ---

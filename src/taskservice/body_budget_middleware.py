@@ -12,6 +12,7 @@ for. Event streams carry no body, so never hold a share.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 
@@ -26,6 +27,13 @@ from taskservice.metrics.api import route_label
 # A refused client may try again soon: shares are held for the fraction of a second a body
 # takes to be parsed and stored.
 RETRY_AFTER_SECONDS = 2
+# A share is taken before the body arrives, so a client that sends the headers and then stops
+# would hold it for as long as it keeps the connection (gunicorn reads bodies with no deadline):
+# each read of a large body's socket may wait this long, then the request ends in a 408 and the
+# share goes back. Behind the deployment's nginx, which buffers bodies, it never comes into play.
+BODY_IDLE_SECONDS = 10
+# Trimming walks every arena under its lock: worth it for the bodies that made the heap grow.
+TRIM_FROM_BYTES = 8 * 1024 * 1024
 
 
 class BodyBudgetMiddleware:
@@ -49,9 +57,32 @@ class BodyBudgetMiddleware:
                 retry_after=RETRY_AFTER_SECONDS,
             )
         req.context.body_reservation = reservation
+        _set_idle_deadline(req)
 
     def process_response(self, req: falcon.Request, resp, resource, succeeded: bool) -> None:
         release(req)
+        _restore_socket(req)
+
+
+def _set_idle_deadline(req: falcon.Request) -> None:
+    """gunicorn's socket gets a timeout while the body is read; other servers: left alone."""
+    sock = req.env.get("gunicorn.socket")
+    if sock is None:
+        return
+    try:
+        req.context.body_socket_timeout = sock.gettimeout()
+        sock.settimeout(BODY_IDLE_SECONDS)
+    except OSError:
+        return  # the client is gone: the body's read says so
+    req.context.body_socket = sock
+    req.context.body_idle_seconds = BODY_IDLE_SECONDS
+
+
+def _restore_socket(req: falcon.Request) -> None:
+    sock = getattr(req.context, "body_socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            sock.settimeout(req.context.body_socket_timeout)
 
 
 def _malloc_trim():
@@ -69,10 +100,13 @@ def release(req: falcon.Request) -> None:
     reservation = getattr(req.context, "body_reservation", None)
     if reservation is None or not reservation.release():
         return
+    if reservation.amount < TRIM_FROM_BYTES:
+        return
     # glibc keeps what was freed in its arenas for their next use, so the process's memory
     # would follow the bodies' high-water marks rather than the budget's shares in use: with
     # two arenas (malloc_arenas.py), 12 clients' bodies grew it by 96 MiB without this and by
-    # 52 with it, under a 64 MiB budget (bench/body_budget.py). Paid once per large body.
+    # 52 with it, under a 64 MiB budget (bench/body_budget.py). Paid once per share of at
+    # least TRIM_FROM_BYTES (a trim took about 10 ms on a fragmented 300 MB heap).
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 

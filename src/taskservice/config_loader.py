@@ -266,10 +266,7 @@ def _file_settings(env: Mapping[str, str], defaults: Config) -> dict:
 
 
 def _body_budget_settings(env: Mapping[str, str], defaults: Config, values: dict) -> dict:
-    budget = parse_setting(env, "BODY_MEMORY_BUDGET_MB", int, defaults.body_memory_budget_mb)
     wait = parse_setting(env, "BODY_BUDGET_WAIT_SECONDS", float, defaults.body_budget_wait_seconds)
-    # Refused rather than raised: a budget the largest body cannot fit would refuse that body
-    # for ever, and one raised in silence would not be the memory the operator planned for.
     needed = smallest_budget_mb(
         values["max_code_bytes"],
         values["max_stdin_bytes"],
@@ -277,14 +274,22 @@ def _body_budget_settings(env: Mapping[str, str], defaults: Config, values: dict
         values["max_files"],
         values["max_files_bytes"],
     )
+    # Unset, the budget grows with the limits, so raising a limit never stops a process.
+    # Set too small, it is refused rather than raised: a budget the largest body cannot fit
+    # would refuse that body for ever, and one raised in silence would not be the memory the
+    # operator planned for.
+    budget = parse_setting(
+        env, "BODY_MEMORY_BUDGET_MB", int, max(defaults.body_memory_budget_mb, needed)
+    )
     if budget < needed:
         raise ConfigError(
             f"BODY_MEMORY_BUDGET_MB={budget} is less than the {needed} MiB the largest body"
-            " the limits (MAX_CODE_BYTES, MAX_STDIN_BYTES, MAX_OUTPUT_BYTES, MAX_FILES_BYTES)"
-            " admit takes; raise it or lower those"
+            " the limits (MAX_CODE_BYTES, MAX_STDIN_BYTES, MAX_OUTPUT_BYTES, MAX_FILES,"
+            " MAX_FILES_BYTES) admit takes; raise it, leave it unset, or lower those"
         )
     in_range("BODY_MEMORY_BUDGET_MB", budget, needed, 64 * 1024)
-    in_range("BODY_BUDGET_WAIT_SECONDS", wait, 0, 60)
+    # Under nginx's proxy_read_timeout (65 s) with room for the parse and the store.
+    in_range("BODY_BUDGET_WAIT_SECONDS", wait, 0, 30)
     return {"body_memory_budget_mb": budget, "body_budget_wait_seconds": wait}
 
 

@@ -18,6 +18,15 @@ class InvalidRequest(falcon.HTTPBadRequest):
         super().__init__(title="Invalid request", description=description)
 
 
+class BodyTimeout(falcon.HTTPError):
+    def __init__(self, idle_seconds: float):
+        super().__init__(
+            falcon.HTTP_408,
+            title="Request timeout",
+            description=f"The request body stopped arriving for {idle_seconds:g} s; send it again.",
+        )
+
+
 class PayloadTooLarge(falcon.HTTPContentTooLarge):
     def __init__(self, description: str):
         super().__init__(title="Payload too large", description=description)
@@ -151,5 +160,9 @@ def map_domain_error(req, resp, exc, params):
 def map_unexpected_error(req, resp, exc, params):
     if isinstance(exc, falcon.HTTPError):
         raise exc
+    # A large body's read has an idle deadline (body_budget_middleware): the socket's timeout.
+    idle = getattr(req.context, "body_idle_seconds", None)
+    if idle is not None and isinstance(exc, TimeoutError):
+        raise BodyTimeout(idle)
     log.exception("unhandled error on %s %s", req.method, req.path)
     raise InternalError()
