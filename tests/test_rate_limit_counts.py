@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import limits
+import pytest
 import redis
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from taskservice.rate_limit_counts import hit_and_stats
+from taskservice.rate_limit_counts import hit_and_stats, send_all
 from taskservice.rate_limits import redis_storage
 
 
@@ -57,3 +58,26 @@ def test_other_storages_take_the_librarys_two_calls():
         (True, 0),
         (False, 0),
     ]
+
+
+def in_use(client: redis.Redis) -> int:
+    return len(client.connection_pool._in_use_connections)
+
+
+def test_one_round_trip_keeps_its_replies_in_step_and_its_connection_clean(redis_server):
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    client.set("text", "x")
+    # An error reply in the middle stands in its place; the replies after it are still theirs.
+    replies = send_all(client, [("GET", "text"), ("INCR", "text"), ("ECHO", "after")])
+    assert replies[0] == b"x" and replies[2] == b"after"
+    assert isinstance(replies[1], redis.exceptions.ResponseError)
+    assert in_use(client) == 0
+    assert send_all(client, [("ECHO", "next")]) == [b"next"]  # nothing left unread
+
+    # Redis away: the failure is raised, and the pool keeps no connection half used.
+    redis_server.stop()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        send_all(client, [("GET", "text")])
+    assert in_use(client) == 0
+    redis_server.start()
+    assert send_all(client, [("ECHO", "back")]) == [b"back"]
